@@ -1,0 +1,50 @@
+"""edgeship: prune, quantize and compile vision models for edge targets, run them behind one Runtime,
+and prove each release with an accuracy-vs-latency report.
+
+``import edgeship`` imports neither torch nor any backend; each is imported when a step needs it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .bundle import Bundle, load, open_bundle
+from .compress import compress
+from .errors import (
+    BundleIntegrityError,
+    CompileError,
+    ConfigError,
+    EdgeshipError,
+    InputValidationError,
+    MissingDependencyError,
+    RuntimeStateError,
+    UnknownTargetError,
+)
+from .recipe import Recipe
+from .spec import InputSpec, Preprocess
+from .targets import Runtime, get_target, list_targets
+from .benchmarks import Report, benchmark
+
+__all__ = [
+    "__version__",
+    "Bundle",
+    "BundleIntegrityError",
+    "CompileError",
+    "ConfigError",
+    "EdgeshipError",
+    "InputSpec",
+    "InputValidationError",
+    "MissingDependencyError",
+    "Preprocess",
+    "Recipe",
+    "Report",
+    "Runtime",
+    "RuntimeStateError",
+    "UnknownTargetError",
+    "benchmark",
+    "compress",
+    "get_target",
+    "list_targets",
+    "load",
+    "open_bundle",
+]

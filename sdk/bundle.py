@@ -1,0 +1,225 @@
+"""The bundle: a folder with ``manifest.json``, the FP32 ONNX source and one artifact per (target, precision).
+
+Layout::
+
+    model.edgeship/
+      manifest.json
+      model.onnx                        FP32 reference graph
+      openvino-cpu/int8/model.xml|bin
+      onnxruntime-cpu/int8/model.onnx
+
+Loading verifies before it trusts: the schema version is known, every path stays inside the bundle
+and the SHA-256 of every file of the chosen artifact matches the manifest. Writing is atomic: files
+go to a temporary folder beside the destination, which is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator
+
+from .errors import BundleIntegrityError, ConfigError, UnknownTargetError
+from .spec import InputSpec
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+SOURCE_ONNX = "model.onnx"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """A compiled model on disk. Open with :func:`edgeship.open_bundle` or get one from ``compress``."""
+
+    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.spec = InputSpec.from_dict(manifest["input_spec"])
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Bundle":
+        """Read and check the manifest (file hashes are checked when an artifact is loaded)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleIntegrityError(f"no bundle at {root}: expected a folder holding {MANIFEST}")
+        try:
+            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleIntegrityError(f"{root} has no {MANIFEST}; it is not an edgeship bundle") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleIntegrityError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
+        _check_manifest(manifest, root)
+        try:
+            return cls(root, manifest)
+        except ConfigError as exc:
+            raise BundleIntegrityError(f"{root / MANIFEST} holds an invalid input spec: {exc}") from None
+
+    # -- what is inside -------------------------------------------------------------------
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        return list(self.manifest["artifacts"])
+
+    @property
+    def variants(self) -> list[tuple[str, str]]:
+        """(target, precision) pairs, in the order they were compiled."""
+        return [(a["target"], a["precision"]) for a in self.manifest["artifacts"]]
+
+    @property
+    def source_onnx(self) -> Path:
+        return self.path / self.manifest["source"]["file"]
+
+    def artifact(self, target: str | None = None, precision: str | None = None) -> dict[str, Any]:
+        """The manifest entry for (target, precision); None picks the best available here / the first compiled."""
+        from .targets import PREFERENCE, get_target_class
+
+        entries = self.manifest["artifacts"]
+        if target is None:
+            present = [a["target"] for a in entries]
+            order = [t for t in PREFERENCE if t in present] + [t for t in dict.fromkeys(present) if t not in PREFERENCE]
+            reasons = {}
+            for name in order:  # the first available in preference order; later backends are not imported
+                try:
+                    ok, info = get_target_class(name).availability()
+                except UnknownTargetError:
+                    ok, info = False, "not registered in this edgeship"
+                if ok:
+                    target = name
+                    break
+                reasons[name] = info
+            else:
+                raise UnknownTargetError(f"none of this bundle's targets is available here: {reasons}")
+        matches = [a for a in entries if a["target"] == target and (precision is None or a["precision"] == precision)]
+        if not matches:
+            raise UnknownTargetError(f"bundle {self.path} has no artifact for target={target!r} precision={precision!r}; "
+                                     f"it has {self.variants}")
+        return matches[0]
+
+    def verify(self, entry: dict[str, Any] | None = None) -> None:
+        """Check the SHA-256 of every file of ``entry`` (default: every file in the bundle)."""
+        entries = [entry] if entry is not None else self.manifest["artifacts"]
+        files = dict(self.manifest["source"]["files"]) if entry is None else {}
+        for e in entries:
+            files.update(e["files"])
+        for rel, expected in files.items():
+            path = self.path / rel
+            if not path.is_file():
+                raise BundleIntegrityError(f"bundle {self.path} is missing {rel}, listed in its manifest")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise BundleIntegrityError(
+                    f"{rel} in bundle {self.path} was modified: SHA-256 {actual[:16]}…, manifest says {expected[:16]}…; "
+                    "refusing to load it"
+                )
+
+    def load(self, target: str | None = None, precision: str | None = None, **options: Any):
+        """Verify and load one artifact into a Runtime (options go to the target, e.g. ``threads``)."""
+        from .targets import Artifact, get_target
+
+        entry = self.artifact(target, precision)
+        self.verify(entry)
+        backend = get_target(entry["target"])
+        root = self.path / entry["dir"]
+        artifact = Artifact(
+            target=entry["target"],
+            precision=entry["precision"],
+            files=[str(PurePosixPath(f).relative_to(entry["dir"])) for f in entry["files"]],
+            backend_versions=entry.get("backend_versions", {}),
+            options=entry.get("options", {}),
+        )
+        return backend.load(root, artifact, self.spec, **options)
+
+    def size_bytes(self, entry: dict[str, Any]) -> int:
+        return sum((self.path / f).stat().st_size for f in entry["files"])
+
+    def __repr__(self) -> str:
+        return f"<Bundle {self.path} {self.variants}>"
+
+
+def _check_manifest(manifest: Any, root: Path) -> None:
+    where = root / MANIFEST
+    if not isinstance(manifest, dict):
+        raise BundleIntegrityError(f"{where} must hold a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleIntegrityError(
+            f"{where} has schema_version {version!r}; this edgeship reads schema_version {SCHEMA_VERSION}"
+        )
+    for key in ("input_spec", "source", "artifacts"):
+        if key not in manifest:
+            raise BundleIntegrityError(f"{where} lacks '{key}'")
+    entries = manifest["artifacts"]
+    if not isinstance(entries, list) or not entries:
+        raise BundleIntegrityError(f"{where} lists no artifacts")
+    for entry in [manifest["source"], *entries]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+            raise BundleIntegrityError(f"{where} has a malformed entry: {entry!r:.200}")
+        for rel in entry["files"]:
+            _check_relative(rel, where)
+    for entry in entries:
+        for key in ("target", "precision", "dir"):
+            if not isinstance(entry.get(key), str):
+                raise BundleIntegrityError(f"{where} has an artifact without '{key}'")
+        _check_relative(entry["dir"], where)
+
+
+def _check_relative(rel: str, where: Path) -> None:
+    p = PurePosixPath(rel)
+    if not isinstance(rel, str) or p.is_absolute() or ".." in p.parts or "\\" in rel or not rel:
+        raise BundleIntegrityError(f"{where} names a file outside the bundle: {rel!r}")
+
+
+@contextlib.contextmanager
+def atomic_folder(output: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``output``; rename it to ``output`` only if the block succeeds.
+
+    An existing bundle at ``output`` is replaced; any other existing path is refused.
+    """
+    output = Path(output)
+    if output.exists() and not (output / MANIFEST).is_file():
+        raise ConfigError(f"{output} exists and is not an edgeship bundle; refusing to overwrite it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        yield tmp
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.replace(output, old)
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def open_bundle(path: str | os.PathLike) -> Bundle:
+    """Open a bundle folder and check its manifest."""
+    return Bundle.open(path)
+
+
+def load(path: str | os.PathLike, target: str | None = None, precision: str | None = None, **options: Any):
+    """Open the bundle at ``path``, verify the chosen artifact and return its Runtime.
+
+    Args:
+        target: a target name; None picks the best one available here (TensorRT, OpenVINO, ONNX Runtime).
+        precision: which compiled precision; None takes the first one compiled for that target.
+        options: runtime options for the target, e.g. ``threads=2``.
+    """
+    return Bundle.open(path).load(target, precision, **options)

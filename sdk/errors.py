@@ -1,0 +1,63 @@
+"""The one exception tree of edgeship.
+
+Every error edgeship raises on purpose derives from :class:`EdgeshipError`::
+
+    EdgeshipError
+    ├── ConfigError              a recipe, spec or argument is invalid
+    ├── MissingDependencyError   a backend or library is not installed (names the extra)
+    ├── UnknownTargetError       a target name is not registered (lists the known ones)
+    ├── CompileError             export, quantization or a backend's compile step failed
+    ├── InputValidationError     inputs given to a Runtime do not match its InputSpec
+    ├── BundleIntegrityError     a bundle is missing, corrupt, tampered or of an unknown schema
+    └── RuntimeStateError        a Runtime was used after close()
+
+Messages say what failed, what was expected and what came.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgeshipError",
+    "ConfigError",
+    "MissingDependencyError",
+    "UnknownTargetError",
+    "CompileError",
+    "InputValidationError",
+    "BundleIntegrityError",
+    "RuntimeStateError",
+]
+
+
+class EdgeshipError(Exception):
+    """Base class of every error edgeship raises on purpose."""
+
+
+class ConfigError(EdgeshipError, ValueError):
+    """A recipe, input spec or argument is invalid."""
+
+
+class MissingDependencyError(EdgeshipError, ImportError):
+    """A backend or library is not installed; the message names the extra to install."""
+
+
+class UnknownTargetError(ConfigError, KeyError):
+    """A target name is not registered; the message lists the registered ones."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CompileError(EdgeshipError, RuntimeError):
+    """Export, quantization or a backend's compile step failed."""
+
+
+class InputValidationError(EdgeshipError, ValueError):
+    """Inputs given to a Runtime do not match its InputSpec."""
+
+
+class BundleIntegrityError(EdgeshipError):
+    """A bundle is missing, corrupt, tampered with, or of an unknown schema version."""
+
+
+class RuntimeStateError(EdgeshipError, RuntimeError):
+    """A Runtime was used in a state that does not allow it (e.g. after close())."""

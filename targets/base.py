@@ -1,0 +1,202 @@
+"""The two contracts every backend implements: a Target compiles, a Runtime runs.
+
+A Target turns the bundle's FP32 ONNX model into an artifact (files in the bundle) and loads that
+artifact into a Runtime. The base Runtime owns the public surface — input validation against the
+InputSpec, optional preprocessing, the lifecycle and the context manager — so a backend writes only
+``_load``, ``_run`` and ``_close``.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..errors import InputValidationError, RuntimeStateError
+from ..spec import shape_matches
+
+if TYPE_CHECKING:
+    from ..calibration import CalibrationSet
+    from ..spec import InputSpec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape (None = dynamic) and dtype of one model input or output."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TensorInfo":
+        return cls(name=str(data["name"]), shape=tuple(data["shape"]), dtype=str(data["dtype"]))
+
+
+@dataclass
+class Artifact:
+    """What a Target's compile step produced: files relative to the bundle root, plus metadata."""
+
+    target: str
+    precision: str
+    files: list[str]
+    backend_versions: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Target(ABC):
+    """A backend adapter, registered by name with ``@register_target``."""
+
+    name: ClassVar[str] = ""
+    extra: ClassVar[str] = ""  # the pip extra that installs the backend
+    precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+
+    @classmethod
+    @abstractmethod
+    def availability(cls) -> tuple[bool, str]:
+        """(True, backend version) when usable here, else (False, the reason)."""
+
+    @abstractmethod
+    def compile(
+        self,
+        onnx_path: Path,
+        out_dir: Path,
+        spec: "InputSpec",
+        precision: str,
+        calibration: "CalibrationSet | None",
+    ) -> Artifact:
+        """Build this target's artifact from the FP32 ONNX model into ``out_dir`` (relative file names)."""
+
+    @abstractmethod
+    def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "Runtime":
+        """A Runtime for ``artifact`` whose files live under ``root``."""
+
+
+class RuntimeState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Runtime(ABC):
+    """Runs one compiled model. ``run(inputs) -> {output name: array}`` is the same on every target.
+
+    Use as a context manager, or call ``close()``; a closed runtime refuses to run.
+    """
+
+    target: str = ""
+
+    def __init__(self, spec: "InputSpec", precision: str) -> None:
+        self.spec = spec
+        self.precision = precision
+        self._state = RuntimeState.OPEN
+        self._load()
+        self._inputs, self._outputs = self._io()
+
+    # -- public surface ----------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        """The model's inputs as the backend reports them."""
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        """The model's outputs as the backend reports them."""
+        return list(self._outputs)
+
+    @property
+    def state(self) -> RuntimeState:
+        return self._state
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw images -> model input, exactly as at calibration (the spec's preprocessing)."""
+        return self.spec.apply_preprocess(raw)
+
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], preprocess: bool = False) -> dict[str, np.ndarray]:
+        """Validate ``inputs`` against the spec, run the model, return {output name: array}.
+
+        Args:
+            inputs: one array for a single-input model, or {input name: array}.
+            preprocess: treat the array as raw images and apply the spec's preprocessing first.
+        """
+        if self._state is not RuntimeState.OPEN:
+            raise RuntimeStateError(f"this {self.target} runtime is closed; load the bundle again to run it")
+        feed = self._validate(inputs, preprocess)
+        return self._run(feed)
+
+    def close(self) -> None:
+        """Release the backend's resources; idempotent."""
+        if self._state is RuntimeState.OPEN:
+            self._state = RuntimeState.CLOSED
+            self._close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} target={self.target} precision={self.precision} {self._state.value}>"
+
+    # -- validation --------------------------------------------------------------------------
+    def _validate(self, inputs: np.ndarray | Mapping[str, np.ndarray], preprocess: bool) -> dict[str, np.ndarray]:
+        if not isinstance(inputs, Mapping):
+            if len(self._inputs) != 1:
+                names = [i.name for i in self._inputs]
+                raise InputValidationError(f"this model has {len(names)} inputs {names}; pass a dict name -> array")
+            inputs = {self._inputs[0].name: inputs}
+        expected_names = {i.name for i in self._inputs}
+        if set(inputs) != expected_names:
+            raise InputValidationError(f"expected inputs {sorted(expected_names)}, got {sorted(inputs)}")
+        feed: dict[str, np.ndarray] = {}
+        for info in self._inputs:
+            x = inputs[info.name]
+            if preprocess:
+                x = self.preprocess(x)
+            if not isinstance(x, np.ndarray):
+                raise InputValidationError(
+                    f"input '{info.name}' must be a numpy.ndarray, got {type(x).__name__}"
+                )
+            if x.dtype != info.dtype:
+                raise InputValidationError(
+                    f"input '{info.name}' must have dtype {info.dtype}, got {x.dtype}"
+                    + ("; pass preprocess=True for raw images" if x.dtype == np.uint8 and not preprocess else "")
+                )
+            if not shape_matches(x.shape, info.shape):
+                shown = tuple("?" if d is None else d for d in info.shape)
+                raise InputValidationError(
+                    f"input '{info.name}' must have shape {shown} (? = any size), got {tuple(x.shape)}"
+                )
+            if x.dtype.kind == "f" and not np.isfinite(np.add.reduce(x, axis=None)):
+                # the sum is a cheap screen; only a non-finite sum pays for the exact check
+                if not np.isfinite(x).all():
+                    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+                    raise InputValidationError(f"input '{info.name}' contains {bad} NaN/Inf values; expected finite numbers")
+            feed[info.name] = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+        return feed
+
+    # -- what a backend implements -----------------------------------------------------------
+    @abstractmethod
+    def _load(self) -> None:
+        """Load the artifact into the backend (the heavy work)."""
+
+    @abstractmethod
+    def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        """The loaded model's inputs and outputs."""
+
+    @abstractmethod
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run validated, contiguous inputs; return {output name: array}."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release backend resources."""

@@ -1,0 +1,140 @@
+"""openvino-cpu: OpenVINO IR (.xml/.bin) compiled for the CPU; INT8 through NNCF post-training quantization."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._lazy import is_installed, require
+from ..errors import CompileError, ConfigError
+from .base import Artifact, Runtime, Target, TensorInfo
+from .registry import register_target
+
+if TYPE_CHECKING:
+    from ..calibration import CalibrationSet
+    from ..spec import InputSpec
+
+DEVICE = "CPU"
+
+
+def _ov():
+    return require("openvino", "the openvino-cpu target")
+
+
+def _cpu_supports_fp16(core: Any) -> bool:
+    return "FP16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
+
+
+@register_target("openvino-cpu")
+class OpenVINOCPU(Target):
+    """OpenVINO on x86 CPUs. The inference precision is always set explicitly: the CPU plugin's
+    default hint picks bf16 where the CPU has it, which was slower than f32 and changed top-1."""
+
+    extra = "openvino"
+
+    @classmethod
+    @functools.lru_cache(maxsize=None)
+    def availability(cls) -> tuple[bool, str]:
+        if not is_installed("openvino"):
+            return False, "openvino is not installed (pip install 'edgeship[openvino]')"
+        ov = _ov()
+        if DEVICE not in ov.Core().available_devices:
+            return False, "OpenVINO reports no CPU device"
+        return True, f"openvino {ov.__version__.split('-')[0]}"
+
+    def compile(
+        self,
+        onnx_path: Path,
+        out_dir: Path,
+        spec: "InputSpec",
+        precision: str,
+        calibration: "CalibrationSet | None",
+    ) -> Artifact:
+        ov = _ov()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(onnx_path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+            raise CompileError(f"OpenVINO could not read {onnx_path.name}: {exc}") from exc
+        options: dict[str, Any] = {"device": DEVICE}
+        if precision == "int8":
+            if calibration is None:
+                raise ConfigError("int8 on openvino-cpu needs calibration data")
+            nncf = require("nncf", "INT8 quantization")
+            try:
+                model = nncf.quantize(
+                    model,
+                    nncf.Dataset(calibration.samples),
+                    subset_size=len(calibration),
+                    preset=nncf.QuantizationPreset.PERFORMANCE,
+                )
+            except Exception as exc:
+                raise CompileError(f"NNCF quantization for openvino-cpu failed: {exc}") from exc
+            options.update(inference_precision="f32", quantizer=f"nncf {nncf.__version__}", preset="performance")
+        elif precision == "fp16":
+            # FP16 weights in the IR; the CPU computes in f16 only where it has f16 arithmetic.
+            options["inference_precision"] = "f16" if _cpu_supports_fp16(core) else "f32"
+        else:
+            options["inference_precision"] = "f32"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        xml = out_dir / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=(precision == "fp16"))
+        return Artifact(
+            target=self.name,
+            precision=precision,
+            files=["model.xml", "model.bin"],
+            backend_versions={"openvino": ov.__version__.split("-")[0]},
+            options=options,
+        )
+
+    def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "OpenVINORuntime":
+        return OpenVINORuntime(root / artifact.files[0], spec, artifact, **options)
+
+
+class OpenVINORuntime(Runtime):
+    """A compiled OpenVINO model with one reusable infer request."""
+
+    target = "openvino-cpu"
+
+    def __init__(
+        self,
+        xml_path: Path,
+        spec: "InputSpec",
+        artifact: Artifact,
+        threads: int | None = None,
+        performance_hint: str = "LATENCY",
+    ) -> None:
+        self._xml = xml_path
+        self._config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": artifact.options.get("inference_precision", "f32"),
+            "PERFORMANCE_HINT": performance_hint,
+        }
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"threads must be >= 1, got {threads}")
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        super().__init__(spec, artifact.precision)
+
+    def _load(self) -> None:
+        ov = _ov()
+        self._core = ov.Core()
+        self._compiled = self._core.compile_model(str(self._xml), DEVICE, self._config)
+        self._request = self._compiled.create_infer_request()
+        self._output_ports = list(self._compiled.outputs)
+
+    def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        def info(port: Any) -> TensorInfo:
+            shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+            return TensorInfo(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)
+
+        return [info(p) for p in self._compiled.inputs], [info(p) for p in self._output_ports]
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer(feed, share_inputs=True, share_outputs=False)
+        return {info.name: result[port] for info, port in zip(self._outputs, self._output_ports)}
+
+    def _close(self) -> None:
+        del self._request, self._compiled, self._core
