@@ -127,4 +127,7 @@ class Report:
             table.add_column(header, justify="left" if header in ("variant", "target", "precision") else "right")
         for row in self.rows:
             table.add_row(*self._cells(row))
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:  # pipes and CI logs: wide enough that no column is cut
+            console = Console(width=max(console.width, 140))
+        console.print(table)
