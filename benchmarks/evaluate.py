@@ -58,6 +58,7 @@ def benchmark(
     available = list_targets(available_only=True)
     opts = {} if threads is None else {"threads": threads}
     rows: list[Row] = []
+    search: dict[str, list[dict[str, Any]]] = {}
     opened = [b if isinstance(b, Bundle) else Bundle.open(b) for b in bundles]
     with progress(show_progress) as bar:
         total = sum(1 + len(b.variants) for b in opened)
@@ -71,7 +72,11 @@ def benchmark(
                 ref_row, ref_out = _measure(ref_rt, inputs, labels, metric_fn, runs, warmup, batch_size)
             ref_row.variant, ref_row.target, ref_row.precision, ref_row.is_reference = name, ref_target, "fp32", True
             ref_row.size_mb = bundle.source_onnx.stat().st_size / 1e6
+            ref_row.source = bundle.manifest.get("source_fingerprint", "")[:16]
             rows.append(ref_row)
+            pruning = bundle.manifest.get("pruning") or {}
+            if pruning.get("search"):
+                search[name] = pruning["search"]
             bar.advance(task)
             for target, precision in bundle.variants:
                 bar.update(task, description=f"{name}: {target} {precision}")
@@ -81,6 +86,12 @@ def benchmark(
                 with bundle.load(target, precision, **opts) as rt:
                     row, out = _measure(rt, inputs, labels, metric_fn, runs, warmup, batch_size)
                 row.variant, row.target, row.precision = name, target, precision
+                row.source = ref_row.source
+                complexity = bundle.manifest.get("complexity") or {}
+                if complexity:
+                    row.params, row.macs = complexity["params"], complexity["macs"]
+                    row.prune_ratio = pruning.get("ratio", 0.0)
+                    row.macs_ratio = pruning.get("macs_ratio", 1.0)
                 row.size_mb = bundle.size_bytes(bundle.artifact(target, precision)) / 1e6
                 row.agreement_pct = 100.0 * top1_agreement(out, ref_out) if out.ndim == 2 else None
                 if row.accuracy_pct is not None and ref_row.accuracy_pct is not None:
@@ -89,7 +100,10 @@ def benchmark(
                 bar.advance(task)
     settings = {"runs": runs, "warmup": warmup, "batch_size": batch_size, "threads": threads,
                 "samples": int(len(x)), "reference": "torch eager" if reference is not None else "onnxruntime fp32"}
-    return Report(rows=rows, metric=metric_name, settings=settings, environment=environment(threads))
+    report = Report(rows=rows, metric=metric_name, settings=settings, environment=environment(threads),
+                    pruning_search=search)
+    report.link_pruned_variants()
+    return report
 
 
 def _reference_runtime(bundle: Bundle, reference: Any, threads: int | None):

@@ -35,6 +35,12 @@ class Row:
     is_reference: bool = False
     batch: int = 1
     runs: int = 0
+    source: str = ""  # fingerprint of the unpruned source model: variants of one model share it
+    prune_ratio: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    macs_ratio: float | None = None  # pruned / unpruned MACs
+    latency_ratio: float | None = None  # p50 / the unpruned variant's p50 on the same target and precision
 
 
 @dataclass
@@ -45,6 +51,15 @@ class Report:
     metric: str = "top1"
     settings: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+    pruning_search: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # variant -> measured steps
+
+    def link_pruned_variants(self) -> None:
+        """Fill ``latency_ratio``: each row's p50 over the unpruned variant of the same source, target, precision."""
+        base = {(r.source, r.target, r.precision): r.p50_ms for r in self.rows
+                if r.source and not r.is_reference and not r.prune_ratio}
+        for r in self.rows:
+            ref = base.get((r.source, r.target, r.precision))
+            r.latency_ratio = r.p50_ms / ref if ref and not r.is_reference else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +68,7 @@ class Report:
             "settings": self.settings,
             "environment": self.environment,
             "rows": [asdict(r) for r in self.rows],
+            "pruning_search": self.pruning_search,
         }
 
     @classmethod
@@ -62,7 +78,7 @@ class Report:
         names = {f.name for f in fields(Row)}
         rows = [Row(**{k: v for k, v in r.items() if k in names}) for r in data["rows"]]
         return cls(rows=rows, metric=data.get("metric", "top1"), settings=data.get("settings", {}),
-                   environment=data.get("environment", {}))
+                   environment=data.get("environment", {}), pruning_search=data.get("pruning_search", {}))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Report":
@@ -89,11 +105,17 @@ class Report:
     _HEADERS = ("variant", "target", "precision", "acc %", "drop pts", "agree %", "p50 ms", "p90 ms", "p99 ms",
                 "samples/s", "size MB")
 
+    _PRUNE_HEADERS = ("pruned", "params M", "MACs M", "MACs ratio", "latency ratio")
+
+    def _headers(self) -> tuple[str, ...]:
+        pruned = any(r.macs is not None for r in self.rows)
+        return self._HEADERS + (self._PRUNE_HEADERS if pruned else ())
+
     def _cells(self, row: Row) -> list[str]:
         def num(v: float | None, fmt: str) -> str:
             return "—" if v is None else format(v, fmt)
 
-        return [
+        cells = [
             row.variant + (" (ref)" if row.is_reference else ""),
             row.target,
             row.precision,
@@ -106,13 +128,28 @@ class Report:
             num(row.throughput, ".1f"),
             num(row.size_mb, ".2f"),
         ]
+        if len(self._headers()) > len(self._HEADERS):
+            cells += [
+                num(row.prune_ratio, ".0%") if row.prune_ratio is not None else "—",
+                num(row.params / 1e6 if row.params is not None else None, ".3f"),
+                num(row.macs / 1e6 if row.macs is not None else None, ".2f"),
+                num(row.macs_ratio, ".3f"),
+                num(row.latency_ratio, ".3f"),
+            ]
+        return cells
 
     def to_markdown(self) -> str:
         lines = [f"# edgeship report ({self.metric})", ""]
         if self.settings:
             lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items()), ""]
-        lines += ["| " + " | ".join(self._HEADERS) + " |", "|" + "---|" * len(self._HEADERS)]
+        headers = self._headers()
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(self._cells(r)) + " |" for r in self.rows]
+        for variant, steps in self.pruning_search.items():
+            lines += ["", f"## Latency-driven pruning search: {variant}", "",
+                      "| step | ratio | p50 ms | meets budget | MACs M | target | precision |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {i} | {s['ratio']:.3f} | {s['p50_ms']:.3f} | {'yes' if s['meets'] else 'no'} | "
+                      f"{s['macs'] / 1e6:.2f} | {s['target']} | {s['precision']} |" for i, s in enumerate(steps, 1)]
         if self.environment:
             lines += ["", "Environment: " + ", ".join(f"{k}={v}" for k, v in self.environment.items())]
         return "\n".join(lines) + "\n"
@@ -123,11 +160,11 @@ class Report:
         from rich.table import Table
 
         table = Table(title=f"edgeship report — {self.metric}")
-        for header in self._HEADERS:
+        for header in self._headers():
             table.add_column(header, justify="left" if header in ("variant", "target", "precision") else "right")
         for row in self.rows:
             table.add_row(*self._cells(row))
         console = Console()
         if not console.is_terminal:  # pipes and CI logs: wide enough that no column is cut
-            console = Console(width=max(console.width, 140))
+            console = Console(width=max(console.width, 180))
         console.print(table)

@@ -16,10 +16,12 @@ from .errors import (
     ConfigError,
     EdgeshipError,
     InputValidationError,
+    LatencyBudgetError,
     MissingDependencyError,
     RuntimeStateError,
     UnknownTargetError,
 )
+from .prune import Prune
 from .recipe import Recipe
 from .spec import InputSpec, Preprocess
 from .targets import Runtime, get_target, list_targets
@@ -34,8 +36,10 @@ __all__ = [
     "EdgeshipError",
     "InputSpec",
     "InputValidationError",
+    "LatencyBudgetError",
     "MissingDependencyError",
     "Preprocess",
+    "Prune",
     "Recipe",
     "Report",
     "Runtime",

@@ -48,20 +48,63 @@ def _load_array_file(path: str, what: str) -> tuple[np.ndarray, np.ndarray | Non
         return loaded["x"], (loaded["y"] if "y" in loaded.files else None)
 
 
+def _load_model(text: str):
+    """'model.onnx' -> the path; 'package.module:factory' -> factory() (an nn.Module, put in eval mode)."""
+    if text.lower().endswith(".onnx"):
+        return text
+    if ":" not in text:
+        raise ConfigError(f"model must be an .onnx file or 'package.module:factory' returning an nn.Module, got {text!r}")
+    import importlib
+
+    module_name, _, attr = text.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {text!r}: {exc}") from None
+    model = factory()
+    if not hasattr(model, "eval"):
+        raise ConfigError(f"{text} returned {type(model).__name__}, not a torch nn.Module")
+    return model.eval()
+
+
+def _recipe(args: argparse.Namespace):
+    import dataclasses
+
+    from . import Prune, Recipe
+
+    recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe()
+    recipe = dataclasses.replace(
+        recipe,
+        calibration_size=args.calibration_size if args.calibration_size is not None else recipe.calibration_size,
+        seed=args.seed if args.seed is not None else recipe.seed,
+    )
+    if args.prune is not None or args.prune_latency_ms is not None:
+        base = recipe.prune.to_dict() if recipe.prune is not None else {}
+        base.update(ratio=args.prune, latency_ms=args.prune_latency_ms)
+        if args.prune_importance:
+            base["importance"] = args.prune_importance
+        if args.prune_protect:
+            base["protect"] = args.prune_protect.split(",")
+        if args.distill:
+            base["recover"] = "distill"
+        recipe = dataclasses.replace(recipe, prune=Prune(**base))
+    return recipe
+
+
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from . import InputSpec, Preprocess, Recipe, compress
+    from . import InputSpec, Preprocess, compress
 
     pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
     spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
     calib = _load_array_file(args.calib, "calibration")[0] if args.calib else None
     bundle = compress(
-        args.model,
+        _load_model(args.model),
         input_spec=spec,
         calibration=calib,
         preprocess_calibration=args.raw_calib,
         targets=args.targets.split(","),
         precision=args.precision.split(","),
-        recipe=Recipe(calibration_size=args.calibration_size, seed=args.seed),
+        recipe=_recipe(args),
         output=args.output,
     )
     print(f"wrote {bundle.path}: {', '.join(f'{t} {p}' for t, p in bundle.variants)}")
@@ -116,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="export/quantize/compile an ONNX model into a bundle")
-    c.add_argument("model", help="path to an .onnx file")
+    c.add_argument("model", help="an .onnx file, or 'package.module:factory' returning a torch nn.Module")
     c.add_argument("--shape", required=True, help="input shape, '?' for dynamic dims, e.g. ?,3,224,224")
     c.add_argument("--input-name", default="input", help="model input name (default: the ONNX model's only input)")
     c.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
@@ -128,8 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bgr-to-rgb", action="store_true", help="reverse the channel order of raw images")
     c.add_argument("--targets", default="openvino-cpu,onnxruntime-cpu", help="comma-separated target names")
     c.add_argument("--precision", default="int8", help="comma-separated: fp32, fp16, int8")
-    c.add_argument("--calibration-size", type=int, default=300)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--calibration-size", type=int, default=None, help="calibration subset size (default 300)")
+    c.add_argument("--seed", type=int, default=None, help="seed of the calibration subset (default 0)")
+    c.add_argument("--recipe", help="a recipe TOML file (calibration_size, seed, [prune] ...)")
+    c.add_argument("--prune", type=float, default=None, help="prune this fraction of channels (torch models)")
+    c.add_argument("--prune-latency-ms", type=float, default=None,
+                   help="prune the least that meets this p50 latency on the first target/precision")
+    c.add_argument("--prune-importance", choices=["l1", "l2", "bn_scale", "taylor"], default=None)
+    c.add_argument("--prune-protect", default=None, help="comma-separated module names never pruned")
+    c.add_argument("--distill", action="store_true", help="recover the pruned model by label-free distillation")
     c.add_argument("-o", "--output", required=True, help="bundle folder to write")
     c.set_defaults(func=_cmd_compress)
 

@@ -1,18 +1,21 @@
-"""The verb ``compress``: export -> quantize -> compile for each target -> bundle."""
+"""The verb ``compress``: (prune) -> export -> quantize -> compile for each target -> bundle."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import platform
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from . import __version__
-from ._progress import progress
+from ._progress import console, progress
 from .bundle import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
-from .errors import ConfigError
-from .export import export_onnx
+from .errors import ConfigError, LatencyBudgetError
+from .export import export_onnx, is_onnx_path
 from .recipe import Recipe
 from .spec import InputSpec
 
@@ -28,6 +31,7 @@ def compress(
     targets: Sequence[str] = DEFAULT_TARGETS,
     precision: str | Sequence[str] = "int8",
     recipe: Recipe | None = None,
+    finetune: Callable[[Any], Any] | None = None,
     preprocess_calibration: bool = False,
     show_progress: bool = True,
 ) -> Bundle:
@@ -37,11 +41,12 @@ def compress(
         model: a ``torch.nn.Module`` in eval mode, or a path to an ``.onnx`` file.
         input_spec: the model input (dynamic dims as None) and its preprocessing.
         output: the bundle folder to write (atomically; an existing bundle there is replaced).
-        calibration: samples for INT8 — an array (N, ...), a torch Dataset/DataLoader, or an
-            iterable of arrays; required when ``precision`` includes "int8".
+        calibration: samples for INT8 (and for Taylor importance / distillation when pruning) —
+            an array (N, ...), a torch Dataset/DataLoader, or an iterable of arrays.
         targets: registered target names (see ``edgeship.list_targets()``).
         precision: "fp32", "fp16", "int8", or several of them.
-        recipe: calibration subset size and seed (defaults: 300, 0).
+        recipe: calibration subset size and seed, and pruning (``Recipe(prune=Prune(...))``).
+        finetune: ``finetune(pruned_model) -> model``, called after pruning (your own training).
         preprocess_calibration: the calibration data are raw images; apply the spec's preprocessing.
     Returns:
         The written :class:`Bundle`.
@@ -61,47 +66,174 @@ def compress(
         for p in precisions:
             if p not in backend.precisions:
                 raise ConfigError(f"target '{name}' supports precisions {backend.precisions}, got '{p}'")
+    prune_cfg = recipe.prune
+    if prune_cfg is not None and is_onnx_path(model):
+        raise ConfigError("pruning needs the torch model (an nn.Module); an ONNX file cannot be pruned")
+    if finetune is not None and prune_cfg is None:
+        raise ConfigError("finetune is called after pruning; set recipe=Recipe(prune=Prune(...)) or drop finetune")
+    needs_calib = "int8" in precisions or (
+        prune_cfg is not None and (prune_cfg.importance == "taylor" or prune_cfg.recover == "distill"))
     calib = None
-    if "int8" in precisions:
+    if needs_calib:
         if calibration is None:
-            raise ConfigError("precision 'int8' needs calibration data (an array, a torch Dataset/DataLoader or an iterable)")
+            raise ConfigError("int8, Taylor importance and distillation need calibration data "
+                              "(an array, a torch Dataset/DataLoader or an iterable)")
         calib = collect(calibration, input_spec, size=recipe.calibration_size, seed=recipe.seed,
                         preprocess=preprocess_calibration)
 
     output = Path(output)
-    steps = 1 + len(targets) * len(precisions)
-    with atomic_folder(output) as tmp, progress(show_progress) as bar:
-        task = bar.add_task(f"export {type(model).__name__ if not isinstance(model, (str, Path)) else Path(model).name}",
-                            total=steps)
-        spec = export_onnx(model, input_spec, tmp / SOURCE_ONNX)
-        bar.advance(task)
-        entries = []
-        for name, backend in backends.items():
-            for p in precisions:
-                bar.update(task, description=f"compile {name} {p}")
-                rel_dir = Path(name) / p
-                artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib)
-                files = {(rel_dir / f).as_posix(): sha256_file(tmp / rel_dir / f) for f in artifact.files}
-                entries.append({
-                    "target": name,
-                    "precision": p,
-                    "dir": rel_dir.as_posix(),
-                    "files": files,
-                    "backend_versions": artifact.backend_versions,
-                    "options": artifact.options,
-                })
-                bar.advance(task)
+    source_fingerprint = _fingerprint(model)
+    pruning: dict[str, Any] | None = None
+    with atomic_folder(output) as tmp:
+        if prune_cfg is not None:
+            model, pruning = _prune(model, input_spec, prune_cfg, backends, precisions, calib, calibration,
+                                    preprocess_calibration, finetune, show_progress)
+        with progress(show_progress) as bar:
+            steps = 1 + len(targets) * len(precisions)
+            label = Path(model).name if isinstance(model, (str, Path)) else type(model).__name__
+            task = bar.add_task(f"export {label}", total=steps)
+            spec = export_onnx(model, input_spec, tmp / SOURCE_ONNX)
+            bar.advance(task)
+            entries = []
+            for name, backend in backends.items():
+                for p in precisions:
+                    bar.update(task, description=f"compile {name} {p}")
+                    rel_dir = Path(name) / p
+                    artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib)
+                    files = {(rel_dir / f).as_posix(): sha256_file(tmp / rel_dir / f) for f in artifact.files}
+                    entries.append({
+                        "target": name,
+                        "precision": p,
+                        "dir": rel_dir.as_posix(),
+                        "files": files,
+                        "backend_versions": artifact.backend_versions,
+                        "options": artifact.options,
+                    })
+                    bar.advance(task)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "edgeship_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "build_host": {"machine": platform.machine(), "python": platform.python_version()},
-            "model": type(model).__name__ if not isinstance(model, (str, Path)) else str(model),
+            "model": label,
+            "source_fingerprint": source_fingerprint,
             "input_spec": spec.to_dict(),
             "source": {"file": SOURCE_ONNX, "files": {SOURCE_ONNX: sha256_file(tmp / SOURCE_ONNX)}},
             "recipe": recipe.to_dict(),
             "calibration": calib.summary() if calib is not None else None,
+            "pruning": pruning,
+            "complexity": _complexity(model, input_spec),
             "artifacts": entries,
         }
         write_manifest(tmp, manifest)
     return Bundle.open(output)
+
+
+def _complexity(model: Any, spec: InputSpec) -> dict[str, int] | None:
+    """Parameters and MACs of a torch model at batch 1 (None for ONNX input or without torch-pruning)."""
+    from ._lazy import is_installed
+
+    if is_onnx_path(model) or not is_installed("torch_pruning"):
+        return None
+    import torch
+
+    from .prune import count_macs_params
+
+    macs, params = count_macs_params(model, torch.zeros(spec.example_shape(1), dtype=getattr(torch, spec.dtype)))
+    return {"params": params, "macs": macs}
+
+
+def _fingerprint(model: Any) -> str:
+    """Identifies the unpruned source model, so that variants of one model can be compared."""
+    if is_onnx_path(model):
+        return sha256_file(Path(model)) if Path(model).is_file() else ""
+    from .prune import model_fingerprint
+
+    return model_fingerprint(model) if hasattr(model, "state_dict") else ""
+
+
+def _prune(model, spec, config, backends, precisions, calib, calibration, preprocess_calibration,
+           finetune, show_progress) -> tuple[Any, dict[str, Any]]:
+    """Prune at the fixed ratio or the least ratio that meets the latency budget; then recover."""
+    from ._lazy import require
+    from .calibration import collect
+    from .prune import distill, prune_model
+
+    torch = require("torch", "pruning")
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"pruning needs a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ConfigError("the model is in training mode; call model.eval() first")
+    example = torch.from_numpy(np.zeros(spec.example_shape(1), dtype=spec.dtype))
+    calib_batch = calib.as_batch() if calib is not None else None
+    search: list[dict[str, Any]] = []
+    if config.latency_ms is not None:
+        target = next(iter(backends))
+        ratio, search = _search_ratio(model, spec, config, target, backends[target], precisions[0], calib,
+                                      calib_batch, example, show_progress)
+    else:
+        ratio = config.ratio
+    result = prune_model(model, example, config, ratio, calib_batch)
+    pruned = result.model
+    if config.recover == "distill" and ratio > 0:
+        data = collect(calibration, spec, size=config.distill_samples, seed=config.seed,
+                       preprocess=preprocess_calibration).as_batch()
+        pruned = distill(pruned, model, data, config, show_progress=show_progress)
+    if finetune is not None:
+        pruned = finetune(pruned)
+        if not isinstance(pruned, torch.nn.Module):
+            raise ConfigError(f"finetune must return the nn.Module, got {type(pruned).__name__}")
+        pruned.eval()
+    summary = {"config": config.to_dict(), **result.summary(), "search": search,
+               "recovery": "distill" if config.recover == "distill" and ratio > 0 else
+                           ("finetune" if finetune is not None else "none")}
+    return pruned, summary
+
+
+def _search_ratio(model, spec, config, target_name, backend, precision, calib, calib_batch, example,
+                  show_progress) -> tuple[float, list[dict[str, Any]]]:
+    """Bisect the pruning ratio: the least one whose measured p50 latency on the target meets the budget."""
+    from .benchmarks.latency import measure_latency
+    from .prune import prune_model
+
+    steps: list[dict[str, Any]] = []
+    x = np.zeros(spec.example_shape(1), dtype=spec.dtype)
+    if calib is not None:
+        x = calib.samples[0]
+
+    def measure(ratio: float) -> float:
+        result = prune_model(model, example, config, ratio, calib_batch)
+        with tempfile.TemporaryDirectory(prefix="edgeship-search-") as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            export_onnx(result.model, spec, onnx_path)
+            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib)
+            with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
+                p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
+        steps.append({"ratio": round(ratio, 4), "p50_ms": p50, "meets": p50 <= config.latency_ms,
+                      "macs": result.macs_after, "params": result.params_after,
+                      "target": target_name, "precision": precision})
+        console.log(f"prune search: ratio {ratio:.3f} -> {p50:.3f} ms on {target_name} {precision} "
+                    f"(budget {config.latency_ms} ms)")
+        return p50
+
+    with progress(show_progress) as bar:
+        task = bar.add_task(f"latency search on {target_name} {precision}", total=config.search_steps + 2)
+        if measure(0.0) <= config.latency_ms:
+            return 0.0, steps
+        bar.advance(task)
+        hi_latency = measure(config.max_ratio)
+        bar.advance(task)
+        if hi_latency > config.latency_ms:
+            best = min(steps, key=lambda s: s["p50_ms"])
+            raise LatencyBudgetError(
+                f"no pruning ratio up to {config.max_ratio} meets {config.latency_ms} ms on {target_name} {precision}: "
+                f"the best reached is {best['p50_ms']:.3f} ms at ratio {best['ratio']}; measured {steps}", steps)
+        lo, hi = 0.0, config.max_ratio
+        for _ in range(config.search_steps):
+            mid = (lo + hi) / 2
+            if measure(mid) <= config.latency_ms:
+                hi = mid
+            else:
+                lo = mid
+            bar.advance(task)
+    return hi, steps

@@ -6,7 +6,8 @@ Every error edgeship raises on purpose derives from :class:`EdgeshipError`::
     ├── ConfigError              a recipe, spec or argument is invalid
     ├── MissingDependencyError   a backend or library is not installed (names the extra)
     ├── UnknownTargetError       a target name is not registered (lists the known ones)
-    ├── CompileError             export, quantization or a backend's compile step failed
+    ├── CompileError             export, pruning, quantization or a backend's compile step failed
+    │   └── LatencyBudgetError   no pruning ratio met the latency budget (holds every measurement)
     ├── InputValidationError     inputs given to a Runtime do not match its InputSpec
     ├── BundleIntegrityError     a bundle is missing, corrupt, tampered or of an unknown schema
     └── RuntimeStateError        a Runtime was used after close()
@@ -22,6 +23,7 @@ __all__ = [
     "MissingDependencyError",
     "UnknownTargetError",
     "CompileError",
+    "LatencyBudgetError",
     "InputValidationError",
     "BundleIntegrityError",
     "RuntimeStateError",
@@ -49,6 +51,14 @@ class UnknownTargetError(ConfigError, KeyError):
 
 class CompileError(EdgeshipError, RuntimeError):
     """Export, quantization or a backend's compile step failed."""
+
+
+class LatencyBudgetError(CompileError):
+    """No pruning ratio up to ``Prune.max_ratio`` met the latency budget; ``steps`` holds every measurement."""
+
+    def __init__(self, message: str, steps: list) -> None:
+        super().__init__(message)
+        self.steps = steps
 
 
 class InputValidationError(EdgeshipError, ValueError):

@@ -1,38 +1,88 @@
-"""Recipe: how to quantize (and, later, prune). Plain data with checks; loadable from a dict or TOML."""
+"""Recipe: how to compress beyond the choice of targets and precisions. Plain data with checks;
+loads from a dict or a TOML file through an allow-list of keys (never by unpickling)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .prune import Prune
+
+RECIPE_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """What ``compress`` does beyond the choice of targets and precisions.
+    """What ``compress`` does beyond targets and precisions.
 
     Args:
         calibration_size: how many calibration samples to draw (seeded random subset).
         seed: seed of the calibration subset draw.
+        prune: structured pruning before export (None: no pruning).
     """
 
     calibration_size: int = 300
     seed: int = 0
+    prune: Prune | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
             raise ConfigError(f"Recipe.calibration_size must be an int >= 1, got {self.calibration_size!r}")
         if not isinstance(self.seed, int):
             raise ConfigError(f"Recipe.seed must be an int, got {self.seed!r}")
+        if self.prune is not None and not isinstance(self.prune, Prune):
+            raise ConfigError(f"Recipe.prune must be an edgeship.Prune, got {type(self.prune).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "schema_version": RECIPE_SCHEMA_VERSION,
+            "calibration_size": self.calibration_size,
+            "seed": self.seed,
+            "prune": self.prune.to_dict() if self.prune is not None else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        """Build from plain data; unknown keys are an error that lists the known ones."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a recipe must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("schema_version", RECIPE_SCHEMA_VERSION)
+        if version != RECIPE_SCHEMA_VERSION:
+            raise ConfigError(f"recipe schema_version {version!r} is not {RECIPE_SCHEMA_VERSION}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown Recipe keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        return cls(**data)
+            raise ConfigError(f"unknown recipe keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        prune = data.pop("prune", None)
+        if prune is not None:
+            if not isinstance(prune, dict):
+                raise ConfigError(f"recipe 'prune' must be a table, got {prune!r}")
+            prune_known = {f.name for f in fields(Prune)}
+            bad = set(prune) - prune_known
+            if bad:
+                raise ConfigError(f"unknown prune keys {sorted(bad)}; expected a subset of {sorted(prune_known)}")
+            prune = Prune(**prune)
+        return cls(**data, prune=prune)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Recipe":
+        """Read a recipe from TOML, e.g.::
+
+            calibration_size = 300
+            [prune]
+            ratio = 0.4
+            importance = "l2"
+            protect = ["fc"]
+        """
+        import tomllib
+
+        try:
+            with open(path, "rb") as fh:
+                return cls.from_dict(tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError(f"recipe file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
