@@ -11,17 +11,24 @@ from ..errors import ConfigError
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
+def _check(name: str, predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if predictions.ndim != 2 or labels.ndim != 1 or len(predictions) != len(labels):
+        raise ConfigError(f"{name} needs scores (N, classes) and labels (N,), got {predictions.shape} and {labels.shape}")
+    return predictions, labels
+
+
 def top1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose arg-max class equals the label."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if predictions.ndim != 2 or len(predictions) != len(labels):
-        raise ConfigError(f"top1 needs scores (N, classes) and labels (N,), got {predictions.shape} and {labels.shape}")
+    predictions, labels = _check("top1", predictions, labels)
     return float(np.mean(predictions.argmax(axis=1) == labels))
 
 
 def top5(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of samples whose label is among the five highest scores."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    predictions, labels = _check("top5", predictions, labels)
     k = min(5, predictions.shape[1])
     best = np.argpartition(-predictions, k - 1, axis=1)[:, :k]
     return float(np.mean((best == labels[:, None]).any(axis=1)))

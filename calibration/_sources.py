@@ -129,7 +129,7 @@ def _is_loader(obj: Any) -> bool:
 
 def _is_map_dataset(obj: Any) -> bool:
     target = obj.dataset if _is_loader(obj) else obj
-    if isinstance(target, (list, tuple)):
+    if isinstance(target, (list, tuple, str, bytes)):
         return False  # plain sequences are read as iterables (items may be batches)
     return hasattr(target, "__getitem__") and hasattr(target, "__len__") and not isinstance(target, np.ndarray)
 
@@ -155,7 +155,7 @@ def _as_batch(x: Any, spec: "InputSpec", preprocess: bool, what: str) -> np.ndar
     if arr.dtype.kind not in "uif":
         raise ConfigError(f"{what} must be numeric, got dtype {arr.dtype}")
     if preprocess:
-        return spec.apply_preprocess(arr)
+        arr = spec.apply_preprocess(arr)
     rank = len(spec.shape)
     if arr.ndim == rank - 1:
         arr = arr[None]

@@ -167,11 +167,20 @@ def _check_manifest(manifest: Any, root: Path) -> None:
             raise BundleIntegrityError(f"{where} has a malformed entry: {entry!r:.200}")
         for rel in entry["files"]:
             _check_relative(rel, where)
+    source = manifest["source"]
+    if not isinstance(source.get("file"), str):
+        raise BundleIntegrityError(f"{where}: source.file must be a file name, got {source.get('file')!r}")
+    _check_relative(source["file"], where)
+    if source["file"] not in source["files"]:
+        raise BundleIntegrityError(f"{where}: source.file {source['file']!r} is not among the hashed source.files")
     for entry in entries:
         for key in ("target", "precision", "dir"):
             if not isinstance(entry.get(key), str):
                 raise BundleIntegrityError(f"{where} has an artifact without '{key}'")
         _check_relative(entry["dir"], where)
+        for rel in entry["files"]:
+            if not PurePosixPath(rel).is_relative_to(PurePosixPath(entry["dir"])):
+                raise BundleIntegrityError(f"{where}: artifact file {rel!r} is not inside its folder {entry['dir']!r}")
 
 
 def _check_relative(rel: str, where: Path) -> None:
@@ -189,8 +198,10 @@ def atomic_folder(output: Path) -> Iterator[Path]:
     output = Path(output)
     if output.exists() and not (output / MANIFEST).is_file():
         raise ConfigError(f"{output} exists and is not an edgeship bundle; refusing to overwrite it")
+    created = [p for p in [output.parent, *output.parent.parents] if not p.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    ok = False
     try:
         yield tmp
         if output.exists():
@@ -200,9 +211,14 @@ def atomic_folder(output: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, output)
+        ok = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:  # leave no folder behind that this write created
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:

@@ -37,8 +37,12 @@ def export_onnx(model: Any, spec: InputSpec, path: Path, opset: int = OPSET) -> 
         raise ConfigError("the model is in training mode (dropout/batch-norm would export wrongly); call model.eval() first")
     onnx = require("onnx", "exporting to ONNX")
     example = torch.from_numpy(np.random.default_rng(0).standard_normal(spec.example_shape(1)).astype(spec.dtype))
-    with torch.no_grad():
-        expected = model(example)
+    try:
+        with torch.no_grad():
+            expected = model(example)
+    except Exception as exc:
+        raise ConfigError(f"{type(model).__name__} does not accept the spec's example input "
+                          f"{tuple(example.shape)} {spec.dtype}: {type(exc).__name__}: {exc}") from exc
     outputs = _flatten(expected)
     output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     dynamic_axes: dict[str, dict[int, str]] = {}

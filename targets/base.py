@@ -172,7 +172,7 @@ class Runtime(ABC):
                     + ("; pass preprocess=True for raw images" if x.dtype == np.uint8 and not preprocess else "")
                 )
             if not shape_matches(x.shape, info.shape):
-                shown = tuple("?" if d is None else d for d in info.shape)
+                shown = "(" + ", ".join("?" if d is None else str(d) for d in info.shape) + ")"
                 raise InputValidationError(
                     f"input '{info.name}' must have shape {shown} (? = any size), got {tuple(x.shape)}"
                 )
