@@ -1,22 +1,40 @@
-"""Latency and accuracy measurement, metrics and reports."""
+"""Latency and accuracy measurement, metrics, reports and release gates."""
 
 from __future__ import annotations
 
-from .evaluate import benchmark, environment
-from .latency import LatencyStats, measure_latency
-from .metrics import METRICS, get_metric, top1, top1_agreement, top5
-from .report import Report, Row
+from .detection import box_agreement, detection_map, detection_map_interval
+from .evaluate import benchmark, cpu_flags, environment
+from .evaluate_detection import benchmark_detection
+from .gates import GateCheck, GateResult, Gates, Tolerance
+from .latency import LatencyStats, measure_latency, measure_streams
+from .metrics import METRICS, classification_report, get_metric, top1, top1_agreement, top5
+from .report import REPORT_SCHEMA_VERSION, Report, Row
+from .stats import bootstrap_interval, wilson_interval
 
 __all__ = [
+    "GateCheck",
+    "GateResult",
+    "Gates",
     "LatencyStats",
     "METRICS",
+    "REPORT_SCHEMA_VERSION",
     "Report",
     "Row",
+    "Tolerance",
     "benchmark",
+    "benchmark_detection",
+    "bootstrap_interval",
+    "box_agreement",
+    "classification_report",
+    "cpu_flags",
+    "detection_map",
+    "detection_map_interval",
     "environment",
     "get_metric",
     "measure_latency",
+    "measure_streams",
     "top1",
     "top1_agreement",
     "top5",
+    "wilson_interval",
 ]

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .._progress import progress
-from ..bundle import Bundle
+from ..bundle import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
-from .latency import measure_latency
-from .metrics import Metric, get_metric, top1_agreement
+from .latency import measure_latency, measure_streams, peak_rss_mb, reset_peak_rss
+from .metrics import METRICS, PROPORTIONS, Metric, classification_report, get_metric, proportion_interval
 from .report import Report, Row
+from .stats import bootstrap_indices, percentile_interval
+
+# CPU features that decide which kernels a backend can use (x86: AVX2 / AVX-512 / VNNI / AMX; Arm: dot product)
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "fphp", "i8mm", "sve")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How each row is measured."""
+
+    runs: int
+    warmup: int
+    batch_size: int
+    preprocess: bool
+    streams: int
+    ci_resamples: int
 
 
 def benchmark(
@@ -29,12 +49,18 @@ def benchmark(
     batch_size: int = 1,
     threads: int | None = None,
     preprocess: bool = False,
+    streams: int = 1,
+    budget_pts: float = 1.0,
+    agreement_threshold: float = 0.99,
+    ci_resamples: int = 200,
+    save_to: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> Report:
     """Measure accuracy and latency of each bundle artifact against an FP32 reference.
 
     Args:
-        bundles: bundle paths (or Bundle objects).
+        bundles: bundle paths (or Bundle objects; they are re-opened from disk so that the report
+            records the manifest the rows were measured on).
         data: (inputs, labels) for accuracy, or inputs alone (latency and agreement only).
         metric: "top1", "top5", or ``f(predictions, labels) -> float in [0, 1]``.
         reference: a torch ``nn.Module`` to compare against (torch eager FP32); default: each
@@ -42,7 +68,16 @@ def benchmark(
         targets: only these targets (default: every artifact whose backend is available here).
         runs, warmup, batch_size: latency measurement: timed calls, untimed calls, samples per call.
         threads: CPU threads for every runtime (default: each backend's own choice).
-        preprocess: ``data`` inputs are raw images; apply each bundle's preprocessing.
+        preprocess: ``data`` inputs are raw images; apply each bundle's preprocessing (and measure
+            end-to-end latency: preprocessing + inference + arg-max).
+        streams: > 1 also measures throughput with this many runtimes of each variant running
+            concurrently, one thread each.
+        budget_pts: accuracy budget in points; per target the fastest variant within it is marked.
+        agreement_threshold: rows agreeing with the reference on fewer samples (fraction) are flagged.
+        ci_resamples: bootstrap resamples for a user metric's interval (0: none; the metric is then
+            called once per row).
+        save_to: a folder: the report is saved there after every row (``complete: false``) and at the
+            end; a Ctrl-C saves the rows measured so far, marked incomplete, then re-raises.
     """
     from ..targets import list_targets
 
@@ -54,56 +89,122 @@ def benchmark(
         labels = np.asarray(labels)
         if len(labels) != len(x):
             raise ConfigError(f"data has {len(x)} inputs but {len(labels)} labels")
+    if not len(x):
+        raise ConfigError("data holds no inputs")
+    if streams < 1 or ci_resamples < 0:
+        raise ConfigError(f"streams must be >= 1 and ci_resamples >= 0, got streams={streams}, ci_resamples={ci_resamples}")
+    if not 0 < agreement_threshold <= 1:
+        raise ConfigError(f"agreement_threshold is a fraction in (0, 1], got {agreement_threshold}")
     metric_name, metric_fn = get_metric(metric)
+    plan = _Plan(runs, warmup, batch_size, preprocess, streams, ci_resamples)
     available = list_targets(available_only=True)
     opts = {} if threads is None else {"threads": threads}
-    rows: list[Row] = []
-    search: dict[str, list[dict[str, Any]]] = {}
-    opened = [b if isinstance(b, Bundle) else Bundle.open(b) for b in bundles]
-    with progress(show_progress) as bar:
-        total = sum(1 + len(b.variants) for b in opened)
-        task = bar.add_task("benchmark", total=total)
-        for bundle in opened:
-            name = bundle.path.name.removesuffix(".edgeship")
-            inputs = bundle.spec.apply_preprocess(x) if preprocess else np.ascontiguousarray(x, dtype=bundle.spec.dtype)
-            bar.update(task, description=f"{name}: reference")
-            ref_rt, ref_target = _reference_runtime(bundle, reference, threads)
-            with ref_rt:
-                ref_row, ref_out = _measure(ref_rt, inputs, labels, metric_fn, runs, warmup, batch_size)
-            ref_row.variant, ref_row.target, ref_row.precision, ref_row.is_reference = name, ref_target, "fp32", True
-            ref_row.size_mb = bundle.source_onnx.stat().st_size / 1e6
-            ref_row.source = bundle.manifest.get("source_fingerprint", "")[:16]
-            rows.append(ref_row)
-            pruning = bundle.manifest.get("pruning") or {}
-            if pruning.get("search"):
-                search[name] = pruning["search"]
-            bar.advance(task)
-            for target, precision in bundle.variants:
-                bar.update(task, description=f"{name}: {target} {precision}")
-                if (targets is not None and target not in targets) or target not in available:
-                    bar.advance(task)
-                    continue
-                with bundle.load(target, precision, **opts) as rt:
-                    row, out = _measure(rt, inputs, labels, metric_fn, runs, warmup, batch_size)
-                row.variant, row.target, row.precision = name, target, precision
-                row.source = ref_row.source
-                complexity = bundle.manifest.get("complexity") or {}
-                if complexity:
-                    row.params, row.macs = complexity["params"], complexity["macs"]
-                    row.prune_ratio = pruning.get("ratio", 0.0)
-                    row.macs_ratio = pruning.get("macs_ratio", 1.0)
-                row.size_mb = bundle.size_bytes(bundle.artifact(target, precision)) / 1e6
-                row.agreement_pct = 100.0 * top1_agreement(out, ref_out) if out.ndim == 2 else None
-                if row.accuracy_pct is not None and ref_row.accuracy_pct is not None:
-                    row.drop_pts = ref_row.accuracy_pct - row.accuracy_pct
-                rows.append(row)
+    opened = [Bundle.open(b.path if isinstance(b, Bundle) else b) for b in bundles]
+    rss_per_row = reset_peak_rss()
+    settings = {"runs": runs, "warmup": warmup, "batch_size": batch_size, "threads": threads, "samples": int(len(x)),
+                "reference": "torch eager" if reference is not None else "onnxruntime fp32", "streams": streams,
+                "budget_pts": budget_pts, "agreement_threshold": agreement_threshold,
+                "intervals": "95%: Wilson for top1/top5/agreement, bootstrap for latency percentiles (1000 resamples, "
+                             f"seed 0) and user metrics ({ci_resamples} resamples)",
+                "end_to_end": "preprocessing + inference + arg-max on raw inputs" if preprocess else None,
+                "peak_rss": "per row" if rss_per_row else "process peak so far"}
+    env = environment(threads)
+    env["bundles"] = {str(b.path.resolve()): sha256_file(b.path / MANIFEST) for b in opened}
+    report = Report(rows=[], metric=metric_name, settings=settings, environment=env, complete=False)
+    folder = Path(save_to) if save_to is not None else None
+    if folder is not None and (folder / "report.html").is_file():
+        (folder / "report.html").unlink()  # a page from an earlier run must not sit beside this run's rows
+
+    def add(row: Row) -> None:
+        report.rows.append(row)
+        if folder is not None:
+            report.save(folder, html=False)
+
+    try:
+        with progress(show_progress) as bar:
+            total = sum(1 + len(b.variants) for b in opened)
+            task = bar.add_task("benchmark", total=total)
+            for bundle in opened:
+                name = bundle.path.name.removesuffix(".edgeship")
+                where = {"bundle": str(bundle.path.resolve()), "manifest_sha256": env["bundles"][str(bundle.path.resolve())]}
+                inputs = bundle.spec.apply_preprocess(x) if preprocess else np.ascontiguousarray(x, dtype=bundle.spec.dtype)
+                bar.update(task, description=f"{name}: reference")
+                reset_peak_rss()
+                ref_rt, ref_target = _reference_runtime(bundle, reference, threads)
+                with ref_rt:
+                    ref_row, ref_out = _measure(ref_rt, inputs, x, labels, metric_name, metric_fn, plan, None)
+                ref_row.variant, ref_row.target, ref_row.precision, ref_row.is_reference = name, ref_target, "fp32", True
+                ref_row.size_mb = bundle.source_onnx.stat().st_size / 1e6
+                ref_row.source = bundle.manifest.get("source_fingerprint", "")[:16]
+                ref_row.threads, ref_row.peak_rss_mb = threads, peak_rss_mb()
+                ref_row.bundle, ref_row.manifest_sha256 = where["bundle"], where["manifest_sha256"]
+                ref_row.streams = 1
+                add(ref_row)
+                pruning = bundle.manifest.get("pruning") or {}
+                if pruning.get("search"):
+                    report.pruning_search[name] = pruning["search"]
                 bar.advance(task)
-    settings = {"runs": runs, "warmup": warmup, "batch_size": batch_size, "threads": threads,
-                "samples": int(len(x)), "reference": "torch eager" if reference is not None else "onnxruntime fp32"}
-    report = Report(rows=rows, metric=metric_name, settings=settings, environment=environment(threads),
-                    pruning_search=search)
-    report.link_pruned_variants()
+                for target, precision in bundle.variants:
+                    bar.update(task, description=f"{name}: {target} {precision}")
+                    if (targets is not None and target not in targets) or target not in available:
+                        bar.advance(task)
+                        continue
+                    reset_peak_rss()
+                    with bundle.load(target, precision, **opts) as rt:
+                        more = (lambda: bundle.load(target, precision, **opts)) if streams > 1 else None
+                        row, out = _measure(rt, inputs, x, labels, metric_name, metric_fn, plan, more)
+                    row.variant, row.target, row.precision = name, target, precision
+                    row.source = ref_row.source
+                    row.threads, row.peak_rss_mb = threads, peak_rss_mb()
+                    row.bundle, row.manifest_sha256 = where["bundle"], where["manifest_sha256"]
+                    complexity = bundle.manifest.get("complexity") or {}
+                    if complexity:
+                        row.params, row.macs = complexity["params"], complexity["macs"]
+                        row.prune_ratio = pruning.get("ratio", 0.0)
+                        row.macs_ratio = pruning.get("macs_ratio", 1.0)
+                    row.size_mb = bundle.size_bytes(bundle.artifact(target, precision)) / 1e6
+                    if out.ndim == 2 and ref_out.ndim == 2 and out.shape == ref_out.shape:
+                        same = int(np.count_nonzero(out.argmax(axis=1) == ref_out.argmax(axis=1)))
+                        row.agreement_pct = 100.0 * same / len(out)
+                        lo, hi = proportion_interval(same / len(out), len(out))
+                        row.agreement_ci_pct = (100.0 * lo, 100.0 * hi)
+                    if row.accuracy_pct is not None and ref_row.accuracy_pct is not None:
+                        row.drop_pts = ref_row.accuracy_pct - row.accuracy_pct
+                    row.flags = _flags(row, budget_pts, agreement_threshold)
+                    add(row)
+                    bar.advance(task)
+    except KeyboardInterrupt:
+        _finish(report, budget_pts)
+        report.warnings.insert(0, f"interrupted after {len(report.rows)} rows: the report is incomplete")
+        if folder is not None:
+            report.save(folder)
+        raise
+    report.complete = True
+    _finish(report, budget_pts)
+    if folder is not None:
+        report.save(folder)
     return report
+
+
+def _finish(report: Report, budget_pts: float) -> None:
+    """What is derived from all rows together: latency ratios, recommendations, precision warnings."""
+    report.link_pruned_variants()
+    report.mark_recommended(budget_pts)
+    report.warnings = report.precision_warnings()
+
+
+def _flags(row: Row, budget_pts: float, agreement_threshold: float) -> list[str]:
+    """What a reader must not miss about a row, in words."""
+    flags = []
+    if row.accuracy_pct is not None and not np.isfinite(row.accuracy_pct):
+        flags.append("accuracy is not a number")
+    if row.agreement_pct is not None and row.agreement_pct < 100.0 * agreement_threshold:
+        flags.append(f"agreement {row.agreement_pct:.2f}% < {100.0 * agreement_threshold:g}%")
+    if row.drop_pts is not None and row.drop_pts > budget_pts:
+        flags.append(f"drop {row.drop_pts:.2f} pts > budget {budget_pts:g}")
+    if row.p99_ms is not None and not np.isfinite(row.p99_ms):
+        flags.append("latency is not a number")
+    return flags
 
 
 def _reference_runtime(bundle: Bundle, reference: Any, threads: int | None):
@@ -117,6 +218,10 @@ def _reference_runtime(bundle: Bundle, reference: Any, threads: int | None):
     return ONNXRuntimeRuntime(bundle.source_onnx, bundle.spec, "fp32", threads=threads), "onnxruntime-cpu"
 
 
+def _first(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    return next(iter(outputs.values()))
+
+
 def _predict(rt, inputs: np.ndarray, batch: int) -> np.ndarray:
     """First output over all inputs, in batches (a fixed batch dim is honoured)."""
     fixed = rt.inputs[0].shape[0]
@@ -126,27 +231,91 @@ def _predict(rt, inputs: np.ndarray, batch: int) -> np.ndarray:
         chunk = inputs[start : start + step]
         if fixed is not None and len(chunk) < fixed:  # pad the last chunk of a fixed-batch model
             pad = np.repeat(chunk[-1:], fixed - len(chunk), axis=0)
-            outs.append(next(iter(rt.run(np.concatenate([chunk, pad])).values()))[: len(chunk)])
+            outs.append(_first(rt.run(np.concatenate([chunk, pad])))[: len(chunk)])
         else:
-            outs.append(next(iter(rt.run(chunk).values())))
+            outs.append(_first(rt.run(chunk)))
     return np.concatenate(outs)
 
 
-def _measure(rt, inputs, labels, metric_fn, runs, warmup, batch_size) -> tuple[Row, np.ndarray]:
+def _accuracy(out: np.ndarray, labels: np.ndarray, metric_name: str, metric_fn: Metric,
+              resamples: int) -> tuple[float, tuple[float, float] | None]:
+    """The metric in percent and its 95 % interval (Wilson for built-in proportions, bootstrap otherwise)."""
+    value = float(metric_fn(out, labels))
+    if not np.isfinite(value):
+        return 100.0 * value, None
+    if metric_name in PROPORTIONS and metric_fn is METRICS[metric_name]:
+        lo, hi = proportion_interval(value, len(labels))
+    elif resamples:
+        replicates = [float(metric_fn(out[idx], labels[idx])) for idx in bootstrap_indices(len(labels), resamples)]
+        lo, hi = percentile_interval(replicates)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return 100.0 * value, None
+    else:
+        return 100.0 * value, None
+    return 100.0 * value, (100.0 * lo, 100.0 * hi)
+
+
+def _classes(out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any] | None:
+    """Per-class precision / recall / F1 when the outputs are class scores and the labels class ids."""
+    if labels is None or out.ndim != 2:
+        return None
+    flat = labels[:, 0] if labels.ndim == 2 and labels.shape[1] == 1 else labels
+    if flat.ndim != 1 or flat.dtype.kind not in "iu" or (flat.size and (flat.min() < 0 or flat.max() >= out.shape[1])):
+        return None
+    return classification_report(out, flat)
+
+
+def _measure(rt, inputs: np.ndarray, raw: np.ndarray, labels: np.ndarray | None, metric_name: str, metric_fn: Metric,
+             plan: _Plan, load_more: Callable[[], Any] | None) -> tuple[Row, np.ndarray]:
+    """Accuracy, per-class metrics, model-only and end-to-end latency and stream throughput of one runtime."""
     out = _predict(rt, inputs, batch=64)
-    accuracy = 100.0 * metric_fn(out, labels) if labels is not None else None
-    sample = np.ascontiguousarray(inputs[:batch_size])
-    if len(sample) < batch_size:
-        raise ConfigError(f"batch_size {batch_size} is larger than the {len(inputs)} inputs given")
-    stats = measure_latency(lambda: rt.run(sample), runs=runs, warmup=warmup, batch=batch_size)
+    accuracy, accuracy_ci = (None, None) if labels is None else _accuracy(out, labels, metric_name, metric_fn,
+                                                                          plan.ci_resamples)
+    sample = np.ascontiguousarray(inputs[: plan.batch_size])
+    if len(sample) < plan.batch_size:
+        raise ConfigError(f"batch_size {plan.batch_size} is larger than the {len(inputs)} inputs given")
+    stats = measure_latency(lambda: rt.run(sample), runs=plan.runs, warmup=plan.warmup, batch=plan.batch_size)
     row = Row(variant="", target="", precision="", accuracy_pct=accuracy, drop_pts=None, agreement_pct=None,
               p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, p99_ms=stats.p99_ms, throughput=stats.throughput,
-              size_mb=None, batch=batch_size, runs=runs)
+              size_mb=None, batch=plan.batch_size, runs=plan.runs, samples=int(len(inputs)),
+              accuracy_ci_pct=accuracy_ci, p50_ci_ms=stats.p50_ci, p99_ci_ms=stats.p99_ci)
+    report = _classes(out, labels)
+    if report is not None:
+        row.per_class = {k: report[k] for k in ("precision", "recall", "f1", "support")}
+        row.macro_precision_pct = 100.0 * report["macro_precision"]
+        row.macro_recall_pct = 100.0 * report["macro_recall"]
+        row.macro_f1_pct = 100.0 * report["macro_f1"]
+    if plan.preprocess:
+        raw_sample = np.ascontiguousarray(raw[: plan.batch_size])
+        e2e = measure_latency(lambda: _first(rt.run(raw_sample, preprocess=True)).argmax(axis=-1),
+                              runs=plan.runs, warmup=plan.warmup, batch=plan.batch_size)
+        row.e2e_p50_ms, row.e2e_p99_ms = e2e.p50_ms, e2e.p99_ms
+    if load_more is not None and plan.streams > 1:
+        with contextlib.ExitStack() as stack:
+            runtimes = [rt] + [stack.enter_context(load_more()) for _ in range(plan.streams - 1)]
+            row.streams = plan.streams
+            row.streams_throughput = measure_streams([lambda r=r: r.run(sample) for r in runtimes], calls=plan.runs,
+                                                     batch=plan.batch_size)
     return row, out
 
 
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The CPU features among ``CPU_FLAGS`` that /proc/cpuinfo lists (empty where it is unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    present: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            present.update(value.split())
+    return [f for f in CPU_FLAGS if f in present]
+
+
 def environment(threads: int | None = None) -> dict[str, Any]:
-    """Where the numbers were measured: CPU, cores, Python, backend versions, threads."""
+    """Where the numbers were measured: CPU and its flags, cores, Python, numpy and backend versions, threads."""
     from .. import __version__
     from ..targets import list_targets
 
@@ -158,12 +327,17 @@ def environment(threads: int | None = None) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {
+    env = {
         "edgeship": __version__,
         "cpu": cpu,
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
+        "numpy": np.__version__,
         "platform": platform.platform(),
         "threads": threads,
         "backends": list_targets(available_only=True),
     }
+    if "torch" in sys.modules:  # the reference ran in torch: its version matters; never import it just for this
+        env["torch"] = sys.modules["torch"].__version__
+    return env

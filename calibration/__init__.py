@@ -1,12 +1,33 @@
-"""Calibration data: turn arrays, torch datasets/loaders or any iterable into model-ready samples.
+"""Calibration data: sources, preprocessing, subset selection and checks.
 
-Every source ends as a list of single-sample arrays shaped like the InputSpec with batch 1,
-drawn as a seeded random subset, so that a compress run is repeatable.
+Sources (each returns a :class:`CalibrationSet` of model-ready samples, drawn reproducibly from a seed):
+``from_folder`` (image files), ``from_video`` (frames), ``from_arrays`` (arrays, .npy/.npz),
+``from_dataset`` (torch Dataset/DataLoader), and ``collect`` (any of these, or an iterable; what
+``compress`` calls). Selection: ``"random"``, ``"stratified"`` (by label), ``"diverse"`` (greedy
+k-center on cheap embeddings or your own). ``check`` finds too few samples, near-duplicates, a value
+range that contradicts the preprocessing, and drift from a validation or production sample.
 """
 
 from __future__ import annotations
 
-from ._sources import CalibrationSet, collect
-from .preprocess import apply_preprocess
+from ._checks import CheckResult, Finding, check
+from ._set import CalibrationSet
+from ._sources import CalibrationWarning, collect, from_arrays, from_dataset, from_folder, from_video
+from .preprocess import LetterboxGeometry, apply_preprocess, letterbox_geometry, resize_bilinear
 
-__all__ = ["CalibrationSet", "collect", "apply_preprocess"]
+__all__ = [
+    "CalibrationSet",
+    "CalibrationWarning",
+    "CheckResult",
+    "Finding",
+    "LetterboxGeometry",
+    "apply_preprocess",
+    "check",
+    "collect",
+    "from_arrays",
+    "from_dataset",
+    "from_folder",
+    "from_video",
+    "letterbox_geometry",
+    "resize_bilinear",
+]

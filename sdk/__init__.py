@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .accuracy import sensitivity
 from .bundle import Bundle, load, open_bundle
 from .compress import compress
 from .errors import (
+    AccuracyBudgetError,
     BundleIntegrityError,
     CompileError,
     ConfigError,
@@ -29,6 +31,7 @@ from .benchmarks import Report, benchmark
 
 __all__ = [
     "__version__",
+    "AccuracyBudgetError",
     "Bundle",
     "BundleIntegrityError",
     "CompileError",
@@ -51,4 +54,5 @@ __all__ = [
     "list_targets",
     "load",
     "open_bundle",
+    "sensitivity",
 ]

@@ -20,6 +20,12 @@ _EXTRA_FOR = {
     "torch_pruning": "compress",
     "tensorrt": "tensorrt",
     "sklearn": "demo",
+    "cv2": "video",
+    "zstandard": "zstd",
+    "PIL": "serve",
+    "jinja2": "report",
+    "matplotlib": "report",
+    "pycocotools": "detection",
 }
 
 

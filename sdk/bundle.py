@@ -30,6 +30,7 @@ from .spec import InputSpec
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SOURCE_ONNX = "model.onnx"
+CURRENT = "current"  # in an install root, the link to the version that serves
 
 
 def sha256_file(path: Path) -> str:
@@ -48,23 +49,43 @@ class Bundle:
         self.manifest = manifest
         self.spec = InputSpec.from_dict(manifest["input_spec"])
 
+    #: fingerprint of the key whose signature was verified when the bundle was opened; None if none was checked
+    signed_by: str | None = None
+
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Bundle":
-        """Read and check the manifest (file hashes are checked when an artifact is loaded)."""
-        root = Path(path)
+    def open(cls, path: str | os.PathLike, public_key: Any = None) -> "Bundle":
+        """Read and check the manifest (file hashes are checked when an artifact is loaded).
+
+        ``path`` may also be an install root (see :mod:`edgeship.deploy`): its ``current`` version is opened.
+        With ``public_key`` (a PEM path, PEM bytes or a key) the manifest's Ed25519 signature is verified
+        before anything in it is trusted. ``$EDGESHIP_PUBLIC_KEY`` is consulted by :func:`load`, not here,
+        so build-time steps (compress, benchmark) open unsigned bundles on a machine that sets it.
+        """
+        root = resolve_install_root(Path(path))
         if not root.is_dir():
             raise BundleIntegrityError(f"no bundle at {root}: expected a folder holding {MANIFEST}")
         try:
-            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+            data = (root / MANIFEST).read_bytes()
         except FileNotFoundError:
             raise BundleIntegrityError(f"{root} has no {MANIFEST}; it is not an edgeship bundle") from None
+        signed_by = None
+        if public_key is not None and public_key is not False:  # verify the very bytes that are parsed below
+            from .signing import SIGNATURE_FILE, verify_manifest
+
+            sig_path = root / SIGNATURE_FILE
+            signed_by = verify_manifest(data, sig_path.read_bytes() if sig_path.is_file() else None, public_key,
+                                        where=f"bundle {root}")
+        try:
+            manifest = json.loads(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleIntegrityError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
         _check_manifest(manifest, root)
         try:
-            return cls(root, manifest)
+            bundle = cls(root, manifest)
         except ConfigError as exc:
             raise BundleIntegrityError(f"{root / MANIFEST} holds an invalid input spec: {exc}") from None
+        bundle.signed_by = signed_by
+        return bundle
 
     # -- what is inside -------------------------------------------------------------------
     @property
@@ -147,6 +168,18 @@ class Bundle:
         return f"<Bundle {self.path} {self.variants}>"
 
 
+def resolve_install_root(path: Path) -> Path:
+    """An install root (a folder with a ``current`` link and no manifest) -> the real folder of its current version."""
+    current = path / CURRENT
+    if not (path / MANIFEST).exists() and current.is_symlink():
+        target = Path(os.path.realpath(current))
+        if not target.is_dir():
+            raise BundleIntegrityError(f"install root {path}: '{CURRENT}' points to {os.readlink(current)}, "
+                                       "which is not a bundle folder")
+        return target
+    return path
+
+
 def _check_manifest(manifest: Any, root: Path) -> None:
     where = root / MANIFEST
     if not isinstance(manifest, dict):
@@ -225,17 +258,23 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def open_bundle(path: str | os.PathLike) -> Bundle:
-    """Open a bundle folder and check its manifest."""
-    return Bundle.open(path)
+def open_bundle(path: str | os.PathLike, public_key: Any = None) -> Bundle:
+    """Open a bundle folder (or an install root's current version) and check its manifest."""
+    return Bundle.open(path, public_key=public_key)
 
 
-def load(path: str | os.PathLike, target: str | None = None, precision: str | None = None, **options: Any):
+def load(path: str | os.PathLike, target: str | None = None, precision: str | None = None, *,
+         public_key: Any = None, **options: Any):
     """Open the bundle at ``path``, verify the chosen artifact and return its Runtime.
 
     Args:
+        path: a bundle folder, or an install root whose ``current`` version is loaded.
         target: a target name; None picks the best one available here (TensorRT, OpenVINO, ONNX Runtime).
         precision: which compiled precision; None takes the first one compiled for that target.
+        public_key: verify the manifest's signature with this Ed25519 public key (PEM path or bytes);
+            default ``$EDGESHIP_PUBLIC_KEY``; unsigned or tampered bundles are then refused.
         options: runtime options for the target, e.g. ``threads=2``.
     """
-    return Bundle.open(path).load(target, precision, **options)
+    from .signing import configured_public_key
+
+    return Bundle.open(path, public_key=configured_public_key(public_key)).load(target, precision, **options)

@@ -3,8 +3,15 @@
     edgeship compress model.onnx --shape ?,3,224,224 --calib calib.npy --precision int8 -o out/model.edgeship
     edgeship bench out/model.edgeship --data val.npz --metric top1 --report out/report
     edgeship bench --suite core
+    edgeship gate out/report/report.json --max-drop 1.0 --max-p99-ms 12 --min-agreement 0.98
+    edgeship calib check frames/ --against today/ --preset imagenet
     edgeship demo
     edgeship targets
+    edgeship pack out/model.edgeship -o line3-v1.4.edgeship.tar.gz --sign key.pem
+    edgeship install line3-v1.4.edgeship.tar.gz --into /opt/models/line3 --verify key.pub.pem
+    edgeship rollback --into /opt/models/line3
+    edgeship serve /opt/models/line3 --port 8080
+    edgeship stream /opt/models/line3 --source video.mp4 --out results.jsonl
 """
 
 from __future__ import annotations
@@ -78,6 +85,10 @@ def _recipe(args: argparse.Namespace):
         calibration_size=args.calibration_size if args.calibration_size is not None else recipe.calibration_size,
         seed=args.seed if args.seed is not None else recipe.seed,
     )
+    if args.max_drop is not None:
+        recipe = dataclasses.replace(recipe, max_drop=args.max_drop)
+    if args.metric is not None:
+        recipe = dataclasses.replace(recipe, metric=args.metric)
     if args.prune is not None or args.prune_latency_ms is not None:
         base = recipe.prune.to_dict() if recipe.prune is not None else {}
         base.update(ratio=args.prune, latency_ms=args.prune_latency_ms)
@@ -97,8 +108,15 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
     spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
     calib = _load_array_file(args.calib, "calibration")[0] if args.calib else None
+    validation = None
+    if args.val:
+        x_val, y_val = _load_array_file(args.val, "validation")
+        if y_val is None:
+            raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
+        validation = (x_val, y_val)
     bundle = compress(
         _load_model(args.model),
+        validation=validation,
         input_spec=spec,
         calibration=calib,
         preprocess_calibration=args.raw_calib,
@@ -111,6 +129,22 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric(text: str):
+    """'top1' / 'top5', or 'package.module:function' -> that callable ``f(predictions, labels) -> float``."""
+    if ":" not in text:
+        return text
+    import importlib
+
+    module_name, _, attr = text.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import metric {text!r}: {exc}") from None
+    if not callable(fn):
+        raise ConfigError(f"metric {text!r} is not callable")
+    return fn
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.suite:
         from .benchmarks.core import run_core_suite
@@ -119,23 +153,80 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if not args.bundles or not args.data:
         raise ConfigError("bench needs bundle paths and --data (or --suite core)")
+    from ._lazy import is_installed
     from .benchmarks import benchmark
 
     x, y = _load_array_file(args.data, "data")
-    report = benchmark(
-        args.bundles,
-        data=(x, y) if y is not None else x,
-        metric=args.metric,
-        runs=args.runs,
-        warmup=args.warmup,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        preprocess=args.preprocess,
-        targets=args.targets.split(",") if args.targets else None,
-    )
+    try:
+        report = benchmark(
+            args.bundles,
+            data=(x, y) if y is not None else x,
+            metric=_metric(args.metric),
+            runs=args.runs,
+            warmup=args.warmup,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            preprocess=args.preprocess,
+            targets=args.targets.split(",") if args.targets else None,
+            streams=args.streams,
+            budget_pts=args.budget,
+            agreement_threshold=args.flag_agreement,
+            ci_resamples=args.ci_resamples,
+            save_to=args.report,
+        )
+    except KeyboardInterrupt:
+        where = f"; the rows measured so far are in {args.report}, marked incomplete" if args.report else ""
+        print(f"edgeship bench: interrupted{where}", file=sys.stderr)
+        return 130
     report.print()
     if args.report:
-        print(f"report saved to {report.save(args.report)}")
+        html = is_installed("jinja2") and is_installed("matplotlib")
+        print(f"report saved to {args.report}" + ("" if html else " (no report.html: pip install \"edgeship[report]\")"))
+    return 0
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from .benchmarks import Gates, Report, Tolerance
+
+    report = Report.load(args.report)
+    gates = Gates(max_drop=args.max_drop, max_relative_drop=args.max_relative_drop, max_p50_ms=args.max_p50_ms,
+                  max_p99_ms=args.max_p99_ms, min_throughput=args.min_throughput, min_agreement=args.min_agreement,
+                  baseline=args.baseline, require_bundles=args.require_bundles,
+                  regression_tolerance=Tolerance(accuracy_pts=args.tolerance_accuracy_pts,
+                                                 latency_pct=args.tolerance_latency_pct))
+    result = report.check(gates)
+    print(result.summary())
+    if args.html:
+        try:
+            print(f"gate page written to {report.write_html(args.html, result)}")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.html}: {exc}") from None
+    return 0 if result.passed else 1
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    import json
+
+    from .accuracy import sensitivity
+
+    calib = _load_array_file(args.calib, "calibration")[0]
+    x_val, y_val = _load_array_file(args.data, "validation")
+    if y_val is None:
+        raise ConfigError(f"--data {args.data} must be an .npz holding inputs 'x' and labels 'y'")
+    rows = sensitivity(args.bundle, calib, (x_val, y_val), metric=args.metric, raw_images=args.raw,
+                       calibration_size=args.calibration_size)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"INT8 sensitivity per layer (quantized alone, U8S8) — {args.metric}")
+    for header in ("layer", "drop pts", "output error"):
+        table.add_column(header, justify="left" if header == "layer" else "right")
+    for row in rows:
+        table.add_row(row["layer"], f"{row['drop_pts']:+.2f}", f"{row['output_error']:.4f}")
+    Console(width=120).print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"metric": args.metric, "layers": rows}, indent=2) + "\n")
+        print(f"saved {args.out}")
     return 0
 
 
@@ -152,6 +243,144 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     for name, info in list_targets().items():
         print(f"{name:20s} {info}")
     return 0
+
+
+# -- deploy: keys, archives, install/rollback, serving, streams --------------------------------------
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from .signing import fingerprint, generate_keypair, load_public_key
+
+    private, public = generate_keypair(args.output, args.public)
+    print(f"wrote {private} (private: keep it on the build machine) and {public} (public: ship it to devices); "
+          f"key {fingerprint(load_public_key(public))[:16]}")
+    return 0
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .archive import pack
+
+    out = pack(args.bundle, args.output, sign_key=args.sign)
+    print(f"wrote {out} ({out.stat().st_size} bytes{', signed' if args.sign else ''})")
+    return 0
+
+
+def _limits(args: argparse.Namespace):
+    from .archive import ArchiveLimits
+
+    return ArchiveLimits(max_bytes=int(args.max_size_mb * (1 << 20)), max_members=args.max_members)
+
+
+def _cmd_unpack(args: argparse.Namespace) -> int:
+    from .archive import unpack
+    from .signing import configured_public_key
+
+    bundle = unpack(args.archive, args.output, public_key=configured_public_key(args.verify), limits=_limits(args))
+    print(f"unpacked {bundle.path}: {', '.join(f'{t} {p}' for t, p in bundle.variants)}")
+    return 0
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    from .deploy import install
+
+    done = install(args.archive, args.into, public_key=args.verify, keep=args.keep, name=args.name,
+                   limits=_limits(args))
+    signed = f", signed by key {done.signed_by[:16]}" if done.signed_by else ", signature not checked"
+    print(f"installed {done.version} at {done.path}{signed}; {args.into}/current -> {done.version}")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from .deploy import rollback
+
+    done = rollback(args.into)
+    print(f"rolled back: {args.into}/current -> {done.version}")
+    return 0
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from .deploy import set_postprocess
+    from .postprocess import Postprocess
+
+    labels = None
+    if args.labels:
+        try:
+            labels = [line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except FileNotFoundError:
+            raise ConfigError(f"labels file not found: {args.labels}") from None
+    post = Postprocess(softmax=not args.no_softmax, top_k=args.top_k, output=args.output_name)
+    bundle = set_postprocess(args.bundle, labels=labels, postprocess=post, sign_key=args.sign)
+    print(f"{bundle.path}: {len(labels) if labels else 'no'} labels, postprocess {post.to_dict()}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .serve import API_KEY_ENV, serve
+
+    api_key = os.environ.get(API_KEY_ENV) or None
+    if args.api_key_file:
+        try:
+            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ConfigError(f"API key file not found: {args.api_key_file}") from None
+    options = {"threads": args.threads} if args.threads else {}
+    serve(args.path, args.host, args.port, target=args.target, precision=args.precision, workers=args.workers,
+          max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)), api_key=api_key,
+          public_key=args.verify, verbose=args.verbose, **options)
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import json
+
+    from .stream import run_stream
+
+    options = {"threads": args.threads} if args.threads else {}
+    stats = run_stream(args.path, args.source, args.out, target=args.target, precision=args.precision,
+                       public_key=args.verify, max_frames=args.max_frames, live=True if args.live else None,
+                       max_reconnects=args.max_reconnects, **options)
+    print(json.dumps(stats.to_dict()), file=sys.stderr)
+    if stats.ended == "disconnected":
+        print(f"edgeship stream: error: the source was lost after {stats.reconnects} reconnect attempts",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+_CALIB_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+
+def _cmd_calib(args: argparse.Namespace) -> int:
+    """`calib check`: findings on stdout; exit 0 without errors, 1 with errors (2 on bad input, in main)."""
+    import dataclasses
+    import warnings
+
+    from . import InputSpec, Preprocess
+    from .calibration import CalibrationWarning, check, from_folder, from_video
+
+    preset = {"imagenet": Preprocess.imagenet, "letterbox": Preprocess.letterbox, "raw": Preprocess.raw}[args.preset]()
+    if args.resize:
+        preset = dataclasses.replace(preset, resize=args.resize)
+    spec = InputSpec(shape=_shape(args.shape), layout=args.layout, preprocess=preset)
+
+    def open_source(path: str):
+        p = Path(path)
+        options = dict(size=args.size, select=args.select, seed=args.seed)
+        if p.is_dir():
+            return from_folder(p, spec, **options)
+        if p.suffix.lower() in _CALIB_VIDEO_SUFFIXES:
+            return from_video(p, spec, every=args.every, **options)
+        raise ConfigError(f"{path}: expected a folder of images or a video file ({', '.join(_CALIB_VIDEO_SUFFIXES)})")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        calib = open_source(args.source)
+        against = open_source(args.against) if args.against else None
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    result = check(calib, against=against, spec=spec)
+    print(result)
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,22 +409,57 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune-importance", choices=["l1", "l2", "bn_scale", "taylor"], default=None)
     c.add_argument("--prune-protect", default=None, help="comma-separated module names never pruned")
     c.add_argument("--distill", action="store_true", help="recover the pruned model by label-free distillation")
+    c.add_argument("--max-drop", type=float, default=None,
+                   help="INT8 accuracy budget in points of --metric on --val; layers return to FP until it holds")
+    c.add_argument("--val", default=None, help="validation .npz with 'x' and 'y' for --max-drop")
+    c.add_argument("--metric", choices=["top1", "top5"], default=None, help="metric of --max-drop (default top1)")
     c.add_argument("-o", "--output", required=True, help="bundle folder to write")
     c.set_defaults(func=_cmd_compress)
 
     b = sub.add_parser("bench", help="measure accuracy and latency of bundles")
     b.add_argument("bundles", nargs="*", help="bundle folders")
     b.add_argument("--data", help=".npz with 'x' (inputs) and 'y' (labels), or .npy inputs")
-    b.add_argument("--metric", default="top1", choices=["top1", "top5"])
+    b.add_argument("--metric", default="top1", help="top1, top5, or 'package.module:function' (predictions, labels) -> [0, 1]")
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--batch-size", type=int, default=1)
     b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--streams", type=int, default=1, help="also measure throughput with N concurrent runtimes per variant")
+    b.add_argument("--budget", type=float, default=1.0,
+                   help="accuracy budget in points: per target the fastest variant within it is marked")
+    b.add_argument("--flag-agreement", type=float, default=0.99,
+                   help="flag rows agreeing with the reference on less than this fraction of samples")
+    b.add_argument("--ci-resamples", type=int, default=200, help="bootstrap resamples for a user metric's interval")
     b.add_argument("--targets", default=None, help="only these targets (comma-separated)")
     b.add_argument("--preprocess", action="store_true", help="--data holds raw images; apply each bundle's preprocessing")
-    b.add_argument("--report", help="folder to save report.json and report.md")
+    b.add_argument("--report", help="folder for report.json, report.md and report.html (saved after every row)")
     b.add_argument("--suite", choices=["core"], help="run a built-in benchmark suite instead")
     b.set_defaults(func=_cmd_bench)
+
+    g = sub.add_parser("gate", help="check a report against release gates: exit 0 pass, 1 fail, 2 bad input")
+    g.add_argument("report", help="report.json (or the folder holding it)")
+    g.add_argument("--max-drop", type=float, default=None, help="max accuracy drop vs the reference, in points")
+    g.add_argument("--max-relative-drop", type=float, default=None, help="max drop in %% of the reference's accuracy")
+    g.add_argument("--max-p50-ms", type=float, default=None)
+    g.add_argument("--max-p99-ms", type=float, default=None)
+    g.add_argument("--min-throughput", type=float, default=None, help="samples/s")
+    g.add_argument("--min-agreement", type=float, default=None, help="top-1 agreement as a fraction, e.g. 0.98")
+    g.add_argument("--baseline", default=None, help="an earlier report.json no row may be worse than")
+    g.add_argument("--tolerance-accuracy-pts", type=float, default=0.5, help="baseline: accuracy/agreement slack, points")
+    g.add_argument("--tolerance-latency-pct", type=float, default=10.0, help="baseline: latency/throughput slack, %%")
+    g.add_argument("--require-bundles", action="store_true", help="fail rows whose bundle is not here to re-hash")
+    g.add_argument("--html", default=None, help="write the report with the gate results as an HTML page")
+    g.set_defaults(func=_cmd_gate)
+
+    s = sub.add_parser("sensitivity", help="per-layer INT8 sensitivity of a bundle's FP32 graph")
+    s.add_argument("bundle", help="bundle folder")
+    s.add_argument("--calib", required=True, help="calibration .npy, or .npz with 'x'")
+    s.add_argument("--data", required=True, help="validation .npz with 'x' and 'y'")
+    s.add_argument("--raw", action="store_true", help="inputs are raw images; apply the bundle's preprocessing")
+    s.add_argument("--metric", choices=["top1", "top5"], default="top1")
+    s.add_argument("--calibration-size", type=int, default=300)
+    s.add_argument("--out", default=None, help="save the ranking as JSON")
+    s.set_defaults(func=_cmd_sensitivity)
 
     d = sub.add_parser("demo", help="train a digits CNN, compress it for both CPU targets, benchmark")
     d.add_argument("--out", default="out/demo")
@@ -206,6 +470,96 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", help="list registered targets and whether they are available here")
     t.set_defaults(func=_cmd_targets)
+
+    k = sub.add_parser("keygen", help="create an Ed25519 key pair (PEM) to sign bundle archives")
+    k.add_argument("-o", "--output", required=True, help="private key file to write, e.g. key.pem")
+    k.add_argument("--public", default=None, help="public key file (default: key.pub.pem beside it)")
+    k.set_defaults(func=_cmd_keygen)
+
+    pk = sub.add_parser("pack", help="write a bundle folder as one archive (.tar, .tar.gz, .tar.zst), optionally signed")
+    pk.add_argument("bundle", help="bundle folder")
+    pk.add_argument("-o", "--output", required=True, help="archive to write, e.g. model.edgeship.tar.gz")
+    pk.add_argument("--sign", default=None, help="Ed25519 private key (PEM) to sign the manifest with")
+    pk.set_defaults(func=_cmd_pack)
+
+    def add_limits(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-size-mb", type=float, default=4096, help="refuse archives unpacking to more (MiB)")
+        p.add_argument("--max-members", type=int, default=10_000, help="refuse archives with more members")
+
+    up = sub.add_parser("unpack", help="extract and verify an archive into a new bundle folder")
+    up.add_argument("archive")
+    up.add_argument("-o", "--output", required=True, help="bundle folder to create")
+    up.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the archive must be signed with "
+                                                    "(default $EDGESHIP_PUBLIC_KEY)")
+    add_limits(up)
+    up.set_defaults(func=_cmd_unpack)
+
+    i = sub.add_parser("install", help="install an archive as a new version and switch 'current' to it atomically")
+    i.add_argument("archive")
+    i.add_argument("--into", required=True, help="install root, e.g. /opt/models/line3")
+    i.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the archive must be signed with "
+                                                   "(default $EDGESHIP_PUBLIC_KEY)")
+    i.add_argument("--keep", type=int, default=2, help="previous versions to keep for rollback (default 2)")
+    i.add_argument("--name", default=None, help="version name (default: the archive's name)")
+    add_limits(i)
+    i.set_defaults(func=_cmd_install)
+
+    r = sub.add_parser("rollback", help="switch 'current' back to the previously installed version")
+    r.add_argument("--into", required=True, help="install root")
+    r.set_defaults(func=_cmd_rollback)
+
+    lb = sub.add_parser("label", help="record class labels and classification postprocessing in a bundle's manifest")
+    lb.add_argument("bundle", help="bundle folder")
+    lb.add_argument("--labels", default=None, help="text file, one label per line, in class-index order")
+    lb.add_argument("--top-k", type=int, default=5)
+    lb.add_argument("--no-softmax", action="store_true", help="the model outputs probabilities already")
+    lb.add_argument("--output-name", default=None, help="model output to read (default: the only one)")
+    lb.add_argument("--sign", default=None, help="re-sign the changed manifest with this private key (PEM)")
+    lb.set_defaults(func=_cmd_label)
+
+    sv = sub.add_parser("serve", help="serve a bundle or install root over HTTP (/v1/predict, /healthz, /metrics)")
+    sv.add_argument("path", help="bundle folder or install root (follows 'current', reloads when it moves)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--target", default=None)
+    sv.add_argument("--precision", default=None)
+    sv.add_argument("--threads", type=int, default=None, help="threads per runtime")
+    sv.add_argument("--workers", type=int, default=1, help="runtimes running requests at once")
+    sv.add_argument("--max-queue", type=int, default=8, help="requests waiting beyond the workers; more get 429")
+    sv.add_argument("--max-body-mb", type=float, default=16, help="largest request body (MiB); larger get 413")
+    sv.add_argument("--api-key-file", default=None, help="require this API key (default $EDGESHIP_API_KEY, if set)")
+    sv.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")
+    sv.add_argument("--verbose", action="store_true", help="log every request")
+    sv.set_defaults(func=_cmd_serve)
+
+    st = sub.add_parser("stream", help="run a bundle over a video file, RTSP/HTTP URL or camera; JSON lines out")
+    st.add_argument("path", help="bundle folder or install root")
+    st.add_argument("--source", required=True, help="video file, rtsp://... URL, or camera index (0)")
+    st.add_argument("--out", default="-", help="JSON-lines file (default: stdout)")
+    st.add_argument("--target", default=None)
+    st.add_argument("--precision", default=None)
+    st.add_argument("--threads", type=int, default=None)
+    st.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
+    st.add_argument("--live", action="store_true", help="treat a file as live: newest frame only, reopen at its end")
+    st.add_argument("--max-reconnects", type=int, default=10, help="reconnect attempts for a live source")
+    st.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")
+    st.set_defaults(func=_cmd_stream)
+    cal = sub.add_parser("calib", help="calibration data: check a folder or video (and drift against another)")
+    cal_sub = cal.add_subparsers(dest="calib_command", required=True)
+    cc = cal_sub.add_parser("check", help="count, near-duplicates, value range and drift; exit 1 on errors")
+    cc.add_argument("source", help="a folder of images (recursive) or a video file")
+    cc.add_argument("--against", default=None, help="a validation/production folder or video to compare with")
+    cc.add_argument("--shape", default="?,3,224,224", help="model input shape (default ?,3,224,224)")
+    cc.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+    cc.add_argument("--preset", default="imagenet", choices=["imagenet", "letterbox", "raw"],
+                    help="preprocessing preset (default imagenet)")
+    cc.add_argument("--resize", default=None, choices=["none", "imagenet", "letterbox", "stretch"],
+                    help="override the preset's resize mode")
+    cc.add_argument("--size", type=int, default=300, help="samples drawn from each source (default 300)")
+    cc.add_argument("--select", default="random", choices=["random", "diverse"])
+    cc.add_argument("--seed", type=int, default=0)
+    cc.add_argument("--every", type=int, default=None, help="videos: every N-th frame is a candidate (default all)")
+    cc.set_defaults(func=_cmd_calib)
     return parser
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from . import __version__
 from ._progress import console, progress
 from .bundle import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
-from .errors import ConfigError, LatencyBudgetError
+from .errors import AccuracyBudgetError, ConfigError, LatencyBudgetError
 from .export import export_onnx, is_onnx_path
 from .recipe import Recipe
 from .spec import InputSpec
@@ -32,6 +32,8 @@ def compress(
     precision: str | Sequence[str] = "int8",
     recipe: Recipe | None = None,
     finetune: Callable[[Any], Any] | None = None,
+    validation: tuple[Any, Any] | None = None,
+    metric: str | Callable[[np.ndarray, np.ndarray], float] | None = None,
     preprocess_calibration: bool = False,
     show_progress: bool = True,
 ) -> Bundle:
@@ -47,7 +49,10 @@ def compress(
         precision: "fp32", "fp16", "int8", or several of them.
         recipe: calibration subset size and seed, and pruning (``Recipe(prune=Prune(...))``).
         finetune: ``finetune(pruned_model) -> model``, called after pruning (your own training).
-        preprocess_calibration: the calibration data are raw images; apply the spec's preprocessing.
+        validation: (inputs, labels) for the accuracy budget ``recipe.max_drop``.
+        metric: overrides ``recipe.metric`` (a name, or ``f(predictions, labels) -> float in [0, 1]``).
+        preprocess_calibration: the calibration (and validation) inputs are raw images; apply the
+            spec's preprocessing.
     Returns:
         The written :class:`Bundle`.
     """
@@ -61,7 +66,7 @@ def compress(
         raise ConfigError("compress needs at least one target and one precision")
     if not isinstance(input_spec, InputSpec):
         raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(input_spec).__name__}")
-    backends = {name: get_target(name) for name in targets}  # unknown / missing backends fail before any work
+    backends = {name: get_target(name, for_compile=True) for name in targets}  # unknown / missing fail before any work
     for name, backend in backends.items():
         for p in precisions:
             if p not in backend.precisions:
@@ -69,6 +74,8 @@ def compress(
     prune_cfg = recipe.prune
     if prune_cfg is not None and is_onnx_path(model):
         raise ConfigError("pruning needs the torch model (an nn.Module); an ONNX file cannot be pruned")
+    if prune_cfg is not None and _is_detector(model):
+        raise ConfigError("pruning detectors is not supported yet; compress the detector without Recipe.prune")
     if finetune is not None and prune_cfg is None:
         raise ConfigError("finetune is called after pruning; set recipe=Recipe(prune=Prune(...)) or drop finetune")
     needs_calib = "int8" in precisions or (
@@ -81,6 +88,8 @@ def compress(
         calib = collect(calibration, input_spec, size=recipe.calibration_size, seed=recipe.seed,
                         preprocess=preprocess_calibration)
 
+    control = _accuracy_control(recipe, validation, metric, precisions, input_spec, preprocess_calibration)
+    calib_check = _check_calibration(calib, input_spec, control)
     output = Path(output)
     source_fingerprint = _fingerprint(model)
     pruning: dict[str, Any] | None = None
@@ -92,14 +101,35 @@ def compress(
             steps = 1 + len(targets) * len(precisions)
             label = Path(model).name if isinstance(model, (str, Path)) else type(model).__name__
             task = bar.add_task(f"export {label}", total=steps)
-            spec = export_onnx(model, input_spec, tmp / SOURCE_ONNX)
+            exported, head = _detection_export(model, input_spec, prune_cfg)
+            spec = export_onnx(exported, input_spec, tmp / SOURCE_ONNX,
+                               output_names=head.outputs if head is not None else None,
+                               check_parity=head is None or head.family != "graph")
+            source_files = {SOURCE_ONNX: sha256_file(tmp / SOURCE_ONNX)}
+            detection = None
+            if head is not None:
+                detection = {"head": head.to_dict(), "anchors": None,
+                             "postprocessing": "in graph" if head.family == "graph" else "edgeship (numpy)"}
+                if head.anchors is not None:
+                    np.save(tmp / "anchors.npy", head.anchors, allow_pickle=False)
+                    source_files["anchors.npy"] = sha256_file(tmp / "anchors.npy")
+                    detection["anchors"] = "anchors.npy"
+            keep_fp = list(recipe.keep_fp) if recipe.keep_fp is not None else _automatic_keep_fp(tmp / SOURCE_ONNX, head)
             bar.advance(task)
             entries = []
             for name, backend in backends.items():
                 for p in precisions:
                     bar.update(task, description=f"compile {name} {p}")
                     rel_dir = Path(name) / p
-                    artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib)
+                    artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib,
+                                               accuracy=control if p == "int8" else None,
+                                               keep_fp=keep_fp if p == "int8" else ())
+                    record = artifact.options.get("accuracy")
+                    if record is not None and not record["met"]:
+                        raise AccuracyBudgetError(
+                            f"{name} int8 loses {record['drop_pts']:.2f} points of {record['metric']} "
+                            f"(budget {record['max_drop_pts']}) even with {len(record['fp_layers'])} layers in FP: "
+                            f"{record['fp_layers']}", record.get("trials", []))
                     files = {(rel_dir / f).as_posix(): sha256_file(tmp / rel_dir / f) for f in artifact.files}
                     entries.append({
                         "target": name,
@@ -118,15 +148,82 @@ def compress(
             "model": label,
             "source_fingerprint": source_fingerprint,
             "input_spec": spec.to_dict(),
-            "source": {"file": SOURCE_ONNX, "files": {SOURCE_ONNX: sha256_file(tmp / SOURCE_ONNX)}},
+            "source": {"file": SOURCE_ONNX, "files": source_files},
+            "task": "detection" if head is not None else "classification",
+            "detection": detection,
             "recipe": recipe.to_dict(),
-            "calibration": calib.summary() if calib is not None else None,
+            "calibration": {**calib.summary(), "check": calib_check} if calib is not None else None,
             "pruning": pruning,
-            "complexity": _complexity(model, input_spec),
+            "complexity": _complexity(exported, input_spec),
             "artifacts": entries,
         }
         write_manifest(tmp, manifest)
     return Bundle.open(output)
+
+
+def _detection_export(model: Any, spec: InputSpec, prune_cfg: Any) -> tuple[Any, Any]:
+    """(what to export, its detection postprocessing) — a torchvision detector becomes its dense part."""
+    from .detection import detector_family, prepare_detector
+
+    if is_onnx_path(model) or detector_family(model) is None:
+        return model, None
+    if len(spec.shape) != 4 or spec.layout != "NCHW" or spec.shape[2] is None or spec.shape[3] is None:
+        raise ConfigError(f"a detector needs a fixed NCHW input size, e.g. InputSpec(shape=(1, 3, 320, 320)); got {spec.shape}")
+    exported, head = prepare_detector(model, (spec.shape[2], spec.shape[3]))
+    if head.family == "graph" and spec.shape[0] != 1:
+        raise ConfigError(f"{type(model).__name__} is exported whole (postprocessing in the graph) for one image "
+                          f"at a time; use batch 1 in InputSpec.shape, got {spec.shape}")
+    return exported, head
+
+
+def _is_detector(model: Any) -> bool:
+    from .detection import detector_family
+
+    return not is_onnx_path(model) and detector_family(model) is not None
+
+
+def _automatic_keep_fp(onnx_path: Path, head: Any) -> list[str]:
+    """A detector's box and score heads stay in floating point by default."""
+    if head is None or head.family == "graph":
+        return []
+    from .detection import head_layers
+
+    return head_layers(onnx_path)
+
+
+def _check_calibration(calib: Any, spec: InputSpec, control: Any) -> dict[str, Any] | None:
+    """Check the calibration set (size, duplicates, value range, drift from the validation data when
+    given); findings are logged and recorded in the manifest, never silently dropped."""
+    if calib is None:
+        return None
+    from .calibration import check, collect
+
+    against = None
+    if control is not None:
+        against = collect(control.inputs, spec, size=min(1000, len(control.inputs)), seed=0)
+    result = check(calib, against=against, spec=spec)
+    if not result.ok or result.warnings:
+        console.log(f"calibration check:\n{result}")
+    return result.to_dict()
+
+
+def _accuracy_control(recipe: Recipe, validation: Any, metric: Any, precisions: list[str], spec: InputSpec,
+                      raw: bool):
+    """The accuracy budget for INT8, or None when the recipe sets none."""
+    if recipe.max_drop is None:
+        if validation is not None:
+            raise ConfigError("validation data are used for the accuracy budget; set recipe=Recipe(max_drop=...)")
+        return None
+    if "int8" not in precisions:
+        raise ConfigError("Recipe.max_drop budgets INT8 accuracy; add 'int8' to precision")
+    if not (isinstance(validation, tuple) and len(validation) == 2):
+        raise ConfigError("Recipe.max_drop needs validation=(inputs, labels)")
+    from .accuracy import AccuracyControl
+
+    inputs, labels = np.asarray(validation[0]), np.asarray(validation[1])
+    inputs = spec.apply_preprocess(inputs) if raw else np.ascontiguousarray(inputs, dtype=spec.dtype)
+    return AccuracyControl(inputs=inputs, labels=labels, max_drop=float(recipe.max_drop),
+                           metric=metric if metric is not None else recipe.metric)
 
 
 def _complexity(model: Any, spec: InputSpec) -> dict[str, int] | None:

@@ -7,7 +7,8 @@ Every error edgeship raises on purpose derives from :class:`EdgeshipError`::
     ├── MissingDependencyError   a backend or library is not installed (names the extra)
     ├── UnknownTargetError       a target name is not registered (lists the known ones)
     ├── CompileError             export, pruning, quantization or a backend's compile step failed
-    │   └── LatencyBudgetError   no pruning ratio met the latency budget (holds every measurement)
+    │   ├── LatencyBudgetError   no pruning ratio met the latency budget (holds every measurement)
+    │   └── AccuracyBudgetError  no INT8/FP mix met the accuracy budget (holds every trial)
     ├── InputValidationError     inputs given to a Runtime do not match its InputSpec
     ├── BundleIntegrityError     a bundle is missing, corrupt, tampered or of an unknown schema
     └── RuntimeStateError        a Runtime was used after close()
@@ -24,6 +25,7 @@ __all__ = [
     "UnknownTargetError",
     "CompileError",
     "LatencyBudgetError",
+    "AccuracyBudgetError",
     "InputValidationError",
     "BundleIntegrityError",
     "RuntimeStateError",
@@ -59,6 +61,14 @@ class LatencyBudgetError(CompileError):
     def __init__(self, message: str, steps: list) -> None:
         super().__init__(message)
         self.steps = steps
+
+
+class AccuracyBudgetError(CompileError):
+    """No mix of INT8 and floating-point layers met the accuracy budget; ``trials`` holds every attempt."""
+
+    def __init__(self, message: str, trials: list) -> None:
+        super().__init__(message)
+        self.trials = trials
 
 
 class InputValidationError(EdgeshipError, ValueError):

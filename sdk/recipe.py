@@ -21,17 +21,33 @@ class Recipe:
         calibration_size: how many calibration samples to draw (seeded random subset).
         seed: seed of the calibration subset draw.
         prune: structured pruning before export (None: no pruning).
+        max_drop: accuracy budget for INT8, in percentage points of ``metric`` on the validation
+            data given to ``compress``; layers return to floating point until it holds.
+        metric: the metric of ``max_drop`` ("top1", "top5").
+        keep_fp: ONNX node names INT8 leaves in floating point; None = automatic (a detector's
+            box and score heads, found from the graph), () = quantize everything.
     """
 
     calibration_size: int = 300
     seed: int = 0
     prune: Prune | None = None
+    max_drop: float | None = None
+    metric: str = "top1"
+    keep_fp: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
             raise ConfigError(f"Recipe.calibration_size must be an int >= 1, got {self.calibration_size!r}")
         if not isinstance(self.seed, int):
             raise ConfigError(f"Recipe.seed must be an int, got {self.seed!r}")
+        if self.max_drop is not None and not (isinstance(self.max_drop, (int, float)) and self.max_drop >= 0):
+            raise ConfigError(f"Recipe.max_drop must be >= 0 percentage points or None, got {self.max_drop!r}")
+        if not isinstance(self.metric, str):
+            raise ConfigError(f"Recipe.metric must be a metric name (a callable goes to compress(metric=...)), got {self.metric!r}")
+        if self.keep_fp is not None:
+            if isinstance(self.keep_fp, str) or not all(isinstance(n, str) for n in self.keep_fp):
+                raise ConfigError(f"Recipe.keep_fp must be a list of node names or None, got {self.keep_fp!r}")
+            object.__setattr__(self, "keep_fp", tuple(self.keep_fp))
         if self.prune is not None and not isinstance(self.prune, Prune):
             raise ConfigError(f"Recipe.prune must be an edgeship.Prune, got {type(self.prune).__name__}")
 
@@ -41,6 +57,9 @@ class Recipe:
             "calibration_size": self.calibration_size,
             "seed": self.seed,
             "prune": self.prune.to_dict() if self.prune is not None else None,
+            "max_drop": self.max_drop,
+            "metric": self.metric,
+            "keep_fp": list(self.keep_fp) if self.keep_fp is not None else None,
         }
 
     @classmethod

@@ -5,7 +5,7 @@ The spec travels inside the bundle, so the device preprocesses exactly as calibr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -13,16 +13,25 @@ import numpy as np
 from .errors import ConfigError
 
 Layout = Literal["NCHW", "NHWC"]
+Resize = Literal["none", "imagenet", "letterbox", "stretch"]
+RESIZE_MODES = ("none", "imagenet", "letterbox", "stretch")
 _DTYPES = ("float32", "float16", "uint8", "int8", "int32", "int64")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How a raw image (uint8, channels last) becomes the model's input tensor.
+    """How a raw image (uint8, channels last, RGB) becomes the model's input tensor.
 
-    Applied in this order: cast to float32, multiply by ``scale``, reverse the channel
-    order if ``reverse_channels`` (BGR <-> RGB), subtract ``mean`` and divide by ``std``
-    (per channel), move channels to the spec's layout, cast to the spec's dtype.
+    Applied in this order: cast to float32, resize to the spec's H x W (``resize``, in raw pixel
+    units; letterbox padding is ``pad_value``), multiply by ``scale``, reverse the channel order if
+    ``reverse_channels`` (RGB <-> BGR), subtract ``mean`` and divide by ``std`` (per channel), move
+    channels to the spec's layout, cast to the spec's dtype.
+
+    ``resize``: "none" (images already have the spec's size), "imagenet" (resize the shorter side to
+    ``round(side / crop_fraction)``, then centre-crop), "letterbox" (keep the aspect, fit inside,
+    pad centred), "stretch" (resize to H x W, aspect not kept). Bilinear, antialiased when shrinking
+    (see :mod:`edgeship.calibration.preprocess`). edgeship's image sources (folders, video) deliver
+    RGB; set ``reverse_channels`` for a model trained on BGR.
     """
 
     scale: float = 1.0 / 255.0
@@ -30,6 +39,9 @@ class Preprocess:
     std: tuple[float, ...] | None = None
     reverse_channels: bool = False
     raw_layout: Layout = "NHWC"
+    resize: Resize = "none"
+    crop_fraction: float = 0.875
+    pad_value: float = 114.0
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.scale) or self.scale == 0:
@@ -44,11 +56,30 @@ class Preprocess:
             raise ConfigError(f"Preprocess.mean has {len(self.mean)} values but std has {len(self.std)}")
         if self.raw_layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"Preprocess.raw_layout must be 'NCHW' or 'NHWC', got {self.raw_layout!r}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"Preprocess.resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if not isinstance(self.crop_fraction, (int, float)) or not 0 < self.crop_fraction <= 1:
+            raise ConfigError(f"Preprocess.crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+        if not isinstance(self.pad_value, (int, float)) or not np.isfinite(self.pad_value):
+            raise ConfigError(f"Preprocess.pad_value must be a finite number, got {self.pad_value!r}")
+        object.__setattr__(self, "crop_fraction", float(self.crop_fraction))
+        object.__setattr__(self, "pad_value", float(self.pad_value))
 
     @classmethod
-    def imagenet(cls) -> "Preprocess":
-        """RGB in [0, 255] -> ImageNet-normalised, the torchvision convention."""
-        return cls(scale=1 / 255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    def imagenet(cls, crop_fraction: float = 0.875) -> "Preprocess":
+        """The torchvision ImageNet convention: RGB, resize + centre crop (256 -> 224), [0, 1], mean/std."""
+        return cls(scale=1 / 255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), resize="imagenet",
+                   crop_fraction=crop_fraction)
+
+    @classmethod
+    def letterbox(cls, pad_value: float = 114.0) -> "Preprocess":
+        """The YOLO-style detector convention: RGB, aspect kept with centred grey padding, [0, 1]."""
+        return cls(scale=1 / 255.0, resize="letterbox", pad_value=pad_value)
+
+    @classmethod
+    def raw(cls) -> "Preprocess":
+        """Pixels as they are (float 0..255, no resize, no normalisation): the model does the rest."""
+        return cls(scale=1.0)
 
 
 @dataclass(frozen=True)
@@ -77,6 +108,16 @@ class InputSpec:
             raise ConfigError(f"preprocessing needs a 4-D image input (N, C, H, W), got shape {shape}")
         if not self.name:
             raise ConfigError("InputSpec.name must be a non-empty string")
+        if self.preprocess is not None and self.preprocess.resize != "none" and None in self.image_size:
+            raise ConfigError(f"Preprocess.resize={self.preprocess.resize!r} needs a fixed height and width in the "
+                              f"shape, got {shape}")
+
+    @property
+    def image_size(self) -> tuple[int | None, int | None]:
+        """(height, width) of a 4-D image input, from the layout."""
+        if len(self.shape) != 4:
+            raise ConfigError(f"InputSpec.shape {self.shape} is not a 4-D image input")
+        return (self.shape[2], self.shape[3]) if self.layout == "NCHW" else (self.shape[1], self.shape[2])
 
     @property
     def channels(self) -> int | None:
@@ -120,7 +161,7 @@ class InputSpec:
             raise ConfigError(f"unknown InputSpec keys {sorted(extra)}; expected a subset of {sorted(known)}")
         pre = data.get("preprocess")
         if pre is not None:
-            pre_known = {"scale", "mean", "std", "reverse_channels", "raw_layout"}
+            pre_known = {f.name for f in fields(Preprocess)}  # a manifest without the newer keys gets their defaults
             if not isinstance(pre, dict) or set(pre) - pre_known:
                 raise ConfigError(f"invalid preprocess entry {pre!r}; expected keys from {sorted(pre_known)}")
             pre = Preprocess(**pre)

@@ -6,7 +6,7 @@ from .base import Artifact, Runtime, RuntimeState, Target, TensorInfo
 from .registry import PREFERENCE, get_target, get_target_class, list_targets, register_target
 
 # One line per backend module; each registers itself and imports its backend lazily.
-from . import openvino, onnxruntime  # noqa: E402,F401  isort: skip
+from . import openvino, onnxruntime, tensorrt  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Artifact",

@@ -12,7 +12,7 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from ..errors import InputValidationError, RuntimeStateError
 from ..spec import shape_matches
 
 if TYPE_CHECKING:
+    from ..accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
@@ -65,6 +66,11 @@ class Target(ABC):
     def availability(cls) -> tuple[bool, str]:
         """(True, backend version) when usable here, else (False, the reason)."""
 
+    @classmethod
+    def can_compile(cls) -> tuple[bool, str]:
+        """Whether this machine can build the artifact (by default: the backend is available here)."""
+        return cls.availability()
+
     @abstractmethod
     def compile(
         self,
@@ -73,12 +79,29 @@ class Target(ABC):
         spec: "InputSpec",
         precision: str,
         calibration: "CalibrationSet | None",
+        accuracy: "AccuracyControl | None" = None,
+        keep_fp: Sequence[str] = (),
     ) -> Artifact:
-        """Build this target's artifact from the FP32 ONNX model into ``out_dir`` (relative file names)."""
+        """Build this target's artifact from the FP32 ONNX model into ``out_dir`` (relative file names).
+
+        ``keep_fp`` names ONNX nodes that INT8 must leave in floating point (e.g. a detector's heads).
+
+        With ``accuracy`` (INT8 only), layers are returned to floating point until the metric drop on
+        the validation data is within the budget; ``artifact.options["accuracy"]`` records the result.
+        """
 
     @abstractmethod
     def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "Runtime":
         """A Runtime for ``artifact`` whose files live under ``root``."""
+
+    def validation_outputs(self, root: Path, artifact: Artifact, spec: "InputSpec", control: "AccuracyControl") -> np.ndarray:
+        """The artifact's first output on the validation inputs, run through this target's own Runtime."""
+        with self.load(root, artifact, spec) as rt:
+            name = rt.outputs[0].name
+            fixed = rt.inputs[0].shape[0]
+            if fixed is not None and fixed != control.batch_size:
+                control.batch_size = fixed
+            return control.predict(lambda x: rt.run(x)[name])
 
 
 class RuntimeState(enum.Enum):

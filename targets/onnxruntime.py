@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from .base import Artifact, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
+    from ..accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
@@ -64,6 +65,8 @@ class ONNXRuntimeCPU(Target):
         spec: "InputSpec",
         precision: str,
         calibration: "CalibrationSet | None",
+        accuracy: "AccuracyControl | None" = None,
+        keep_fp: Sequence[str] = (),
     ) -> Artifact:
         ort = _ort()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,9 +76,14 @@ class ONNXRuntimeCPU(Target):
         elif precision == "int8":
             if calibration is None:
                 raise ConfigError("int8 on onnxruntime-cpu needs calibration data")
-            _quantize_u8s8(onnx_path, out_dir / "model.onnx", spec, calibration)
+            with U8S8Quantizer(onnx_path, spec, calibration, keep_fp) as quantizer:
+                if accuracy is None:
+                    quantizer.quantize(out_dir / "model.onnx")
+                else:
+                    options["accuracy"] = quantizer.quantize_within_budget(out_dir / "model.onnx", accuracy)
             options.update(quant_format="QDQ", activations="uint8", weights="int8 per-channel",
-                           quantizer=f"onnxruntime.quantization {ort.__version__}")
+                           quantizer=f"onnxruntime.quantization {ort.__version__}",
+                           fp_layers=sorted(set(keep_fp) | set(options.get("accuracy", {}).get("fp_layers", []))))
         else:
             raise ConfigError(f"onnxruntime-cpu supports precisions {self.precisions}, got '{precision}'")
         return Artifact(
@@ -90,26 +98,59 @@ class ONNXRuntimeCPU(Target):
         return ONNXRuntimeRuntime(root / artifact.files[0], spec, artifact.precision, **options)
 
 
-def _quantize_u8s8(src: Path, dst: Path, spec: "InputSpec", calibration: "CalibrationSet") -> None:
-    """Static U8S8 QDQ quantization with per-channel weights, calibrated on ``calibration``."""
-    require("onnx", "INT8 quantization for onnxruntime-cpu")
-    quantization = require("onnxruntime.quantization", "INT8 quantization for onnxruntime-cpu")
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self._samples = iter(calibration.samples)
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            sample = next(self._samples, None)
-            return None if sample is None else {spec.name: sample}
+class U8S8Quantizer:
+    """Static U8S8 QDQ quantization with per-channel weights, calibrated once on ``calibration``.
 
-    with tempfile.TemporaryDirectory(prefix="edgeship-ort-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+    The graph is prepared (shape inference, optimisation) and the activation ranges are computed
+    once; every later ``quantize`` call (with layers excluded or alone) reuses them.
+    """
+
+    def __init__(self, src: Path, spec: "InputSpec", calibration: "CalibrationSet", keep_fp: Sequence[str] = ()) -> None:
+        self._src, self._spec, self._calibration = src, spec, calibration
+        self._keep_fp = list(keep_fp)  # always left in floating point
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeship-ort-")
+        self._prepared = Path(self._tmp.name) / "prepared.onnx"
+        self._cache = Path(self._tmp.name) / "ranges.json"
+        self._count = 0
+
+    def __enter__(self) -> "U8S8Quantizer":
+        require("onnx", "INT8 quantization for onnxruntime-cpu")
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
         try:
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            quant_pre_process(str(self._src), str(self._prepared), skip_symbolic_shape=True)
+        except Exception as exc:
+            self._tmp.cleanup()
+            raise CompileError(f"ONNX Runtime could not prepare {self._src.name} for quantization: {exc}") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+    def layers(self) -> list[str]:
+        """Names of the quantizable nodes (Conv, ConvTranspose, Gemm, MatMul) of the prepared graph."""
+        onnx = require("onnx")
+        graph = onnx.load(str(self._prepared), load_external_data=False).graph
+        return [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS and n.name and n.name not in self._keep_fp]
+
+    def quantize(self, dst: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> Path:
+        quantization = require("onnxruntime.quantization", "INT8 quantization for onnxruntime-cpu")
+        spec, samples = self._spec, self._calibration.samples
+
+        class Reader(quantization.CalibrationDataReader):
+            def __init__(self) -> None:
+                self._samples = iter(samples)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                sample = next(self._samples, None)
+                return None if sample is None else {spec.name: sample}
+
+        try:
             quantization.quantize_static(
-                str(prepared),
+                str(self._prepared),
                 str(dst),
                 Reader(),
                 quant_format=quantization.QuantFormat.QDQ,
@@ -117,22 +158,72 @@ def _quantize_u8s8(src: Path, dst: Path, spec: "InputSpec", calibration: "Calibr
                 weight_type=quantization.QuantType.QInt8,
                 per_channel=True,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
+                nodes_to_exclude=(self._keep_fp + list(exclude or [])) or None,
+                nodes_to_quantize=only,
+                calibration_cache_path=str(self._cache),
                 extra_options={"CalibTensorRangeSymmetric": False},
             )
         except Exception as exc:
             raise CompileError(f"ONNX Runtime static quantization failed: {exc}") from exc
+        return dst
+
+    def _predictor(self, **which: Any):
+        """Quantize to a scratch file and return a predict function over it."""
+        self._count += 1
+        path = self.quantize(Path(self._tmp.name) / f"trial-{self._count}.onnx", **which)
+        session = _session(path)
+        name = session.get_outputs()[0].name
+        return lambda x: session.run([name], {self._spec.name: x})[0]
+
+    def sensitivity(self, control: "AccuracyControl", progress_cb: Any = None) -> list[dict[str, Any]]:
+        """Each quantizable layer quantized alone: output error and metric drop, worst first."""
+        from ..accuracy import fill_reference, layer_sensitivity
+
+        fill_reference(control, self._src, self._spec)
+        return layer_sensitivity(self.layers(), lambda layer: self._predictor(only=[layer]), control, progress_cb)
+
+    def quantize_within_budget(self, dst: Path, control: "AccuracyControl") -> dict[str, Any]:
+        """Quantize everything; if the drop is over budget, rank layers and keep the worst in FP."""
+        from ..accuracy import fill_reference, fp_fallback
+
+        fill_reference(control, self._src, self._spec)
+        full = control.score(control.predict(self._predictor()))
+        fp_layers: list[str] = []
+        extra: dict[str, Any] = {"full_int8_drop_pts": control.drop_pts(full)}
+        if control.drop_pts(full) > control.max_drop + 1e-9:
+            ranking = self.sensitivity(control)
+            fp_layers, _, trials = fp_fallback([r["layer"] for r in ranking], lambda ex: self._predictor(exclude=ex), control)
+            extra.update(sensitivity=ranking, trials=trials)
+        self.quantize(dst, exclude=fp_layers)
+        session = _session(dst)  # measure the very file that goes into the bundle
+        name = session.get_outputs()[0].name
+        final = control.score(control.predict(lambda x: session.run([name], {self._spec.name: x})[0]))
+        method = "edgeship sensitivity ranking + FP fallback" if fp_layers else "full INT8 within budget"
+        return control.record(final, fp_layers, method, **extra)
+
+
+def _session(path: Path, threads: int | None = None) -> Any:
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class ONNXRuntimeRuntime(Runtime):
-    """An ONNX Runtime InferenceSession on the CPU execution provider."""
+    """An ONNX Runtime InferenceSession on one execution provider (CPU unless a target says otherwise)."""
 
     target = "onnxruntime-cpu"
 
-    def __init__(self, model_path: Path, spec: "InputSpec", precision: str, threads: int | None = None) -> None:
+    def __init__(self, model_path: Path, spec: "InputSpec", precision: str, threads: int | None = None,
+                 providers: list[Any] | None = None, target: str = "onnxruntime-cpu") -> None:
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         self._path = model_path
         self._threads = threads
+        self._providers = providers or ["CPUExecutionProvider"]
+        self.target = target
         super().__init__(spec, precision)
 
     def _load(self) -> None:
@@ -142,7 +233,7 @@ class ONNXRuntimeRuntime(Runtime):
         if self._threads is not None:
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(self._path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(self._path), options, providers=self._providers)
         self._output_names = [o.name for o in self._session.get_outputs()]
 
     def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -157,3 +248,89 @@ class ONNXRuntimeRuntime(Runtime):
 
     def _close(self) -> None:
         del self._session
+
+
+class _ExecutionProviderTarget(ONNXRuntimeCPU):
+    """ONNX Runtime on an accelerator's execution provider, present when ONNX Runtime was built with it.
+
+    Each provider gets the INT8 flavour it runs: symmetric S8S8 Q/DQ for TensorRT (it takes no
+    uint8 activations), U8S8 Q/DQ for OpenVINO; FP16 as a float16 graph with float32 inputs/outputs.
+    """
+
+    provider: ClassVar[str] = ""
+    int8_graph: ClassVar[str] = "u8s8"
+
+    @classmethod
+    @functools.lru_cache(maxsize=None)
+    def availability(cls) -> tuple[bool, str]:
+        if not is_installed("onnxruntime"):
+            return False, "onnxruntime is not installed (pip install 'edgeship[onnxruntime]')"
+        ort = _ort()
+        available = ort.get_available_providers()
+        if cls.provider not in available:
+            return False, f"this onnxruntime build has no {cls.provider} (it has {available})"
+        return True, f"onnxruntime {ort.__version__} {cls.provider}"
+
+    @classmethod
+    def can_compile(cls) -> tuple[bool, str]:
+        """The graphs need onnx and ONNX Runtime's quantizer, not the provider itself."""
+        for module in ("onnx", "onnxruntime"):
+            if not is_installed(module):
+                return False, f"{module} is not installed"
+        return True, "graph only"
+
+    def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
+                calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
+                keep_fp: Sequence[str] = ()) -> Artifact:
+        if precision == "int8" and self.int8_graph == "s8s8":
+            from .tensorrt import symmetric_qdq
+
+            if calibration is None:
+                raise ConfigError(f"int8 on {self.name} needs calibration data")
+            if accuracy is not None:
+                raise ConfigError(f"Recipe.max_drop is not yet implemented for {self.name}")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            symmetric_qdq(onnx_path, out_dir / "model.onnx", spec, calibration, exclude=keep_fp)
+            artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
+                                {"quant_format": "QDQ", "activations": "int8 symmetric", "weights": "int8 per-channel"})
+        elif precision == "fp16":
+            from .tensorrt import float16_graph
+
+            out_dir.mkdir(parents=True, exist_ok=True)
+            float16_graph(onnx_path, out_dir / "model.onnx")
+            artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
+                                {"graph": "float16, float32 inputs and outputs"})
+        else:
+            artifact = super().compile(onnx_path, out_dir, spec, precision, calibration, accuracy, keep_fp)
+            artifact.target = self.name
+        artifact.options["execution_provider"] = self.provider
+        return artifact
+
+    def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "ONNXRuntimeRuntime":
+        return ONNXRuntimeRuntime(root / artifact.files[0], spec, artifact.precision,
+                                  providers=[self.provider, "CPUExecutionProvider"], target=self.name, **options)
+
+
+@register_target("onnxruntime-cuda")
+class ONNXRuntimeCUDA(_ExecutionProviderTarget):
+    """ONNX Runtime's CUDA execution provider (FP32 and FP16; its INT8 kernels cover few ops)."""
+
+    provider = "CUDAExecutionProvider"
+    precisions = ("fp32", "fp16")
+
+
+@register_target("onnxruntime-tensorrt")
+class ONNXRuntimeTensorRT(_ExecutionProviderTarget):
+    """ONNX Runtime's TensorRT execution provider, fed the same explicit-precision graphs as tensorrt-gpu."""
+
+    provider = "TensorrtExecutionProvider"
+    precisions = ("fp32", "fp16", "int8")
+    int8_graph = "s8s8"
+
+
+@register_target("onnxruntime-openvino")
+class ONNXRuntimeOpenVINO(_ExecutionProviderTarget):
+    """ONNX Runtime's OpenVINO execution provider (onnxruntime-openvino builds)."""
+
+    provider = "OpenVINOExecutionProvider"
+    precisions = ("fp32", "int8")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -14,6 +15,7 @@ from .base import Artifact, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
+    from ..accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
@@ -52,6 +54,8 @@ class OpenVINOCPU(Target):
         spec: "InputSpec",
         precision: str,
         calibration: "CalibrationSet | None",
+        accuracy: "AccuracyControl | None" = None,
+        keep_fp: Sequence[str] = (),
     ) -> Artifact:
         ov = _ov()
         core = ov.Core()
@@ -59,21 +63,33 @@ class OpenVINOCPU(Target):
             model = core.read_model(str(onnx_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise CompileError(f"OpenVINO could not read {onnx_path.name}: {exc}") from exc
-        options: dict[str, Any] = {"device": DEVICE}
+        # the graph's own tensor names, by position: OpenVINO ports carry several names and may report any
+        options: dict[str, Any] = {"device": DEVICE,
+                                   "inputs": [_onnx_name(p, spec.name) for p in model.inputs],
+                                   "outputs": [_onnx_name(p, None) for p in model.outputs]}
         if precision == "int8":
             if calibration is None:
                 raise ConfigError("int8 on openvino-cpu needs calibration data")
             nncf = require("nncf", "INT8 quantization")
             try:
-                model = nncf.quantize(
-                    model,
-                    nncf.Dataset(calibration.samples),
-                    subset_size=len(calibration),
-                    preset=nncf.QuantizationPreset.PERFORMANCE,
-                )
+                ignored = _ignored_scope(nncf, keep_fp)
+                if accuracy is None:
+                    model = nncf.quantize(
+                        model,
+                        nncf.Dataset(calibration.samples),
+                        subset_size=len(calibration),
+                        preset=nncf.QuantizationPreset.PERFORMANCE,
+                        ignored_scope=ignored,
+                    )
+                else:
+                    from ..accuracy import fill_reference
+
+                    fill_reference(accuracy, onnx_path, spec)
+                    model = _quantize_with_accuracy_control(nncf, model, calibration, accuracy, ignored)
             except Exception as exc:
                 raise CompileError(f"NNCF quantization for openvino-cpu failed: {exc}") from exc
-            options.update(inference_precision="f32", quantizer=f"nncf {nncf.__version__}", preset="performance")
+            options.update(inference_precision="f32", quantizer=f"nncf {nncf.__version__}", preset="performance",
+                           fp_layers=_float_layers(model))
         elif precision == "fp16":
             # FP16 weights in the IR; the CPU computes in f16 only where it has f16 arithmetic.
             options["inference_precision"] = "f16" if _cpu_supports_fp16(core) else "f32"
@@ -82,16 +98,71 @@ class OpenVINOCPU(Target):
         out_dir.mkdir(parents=True, exist_ok=True)
         xml = out_dir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=(precision == "fp16"))
-        return Artifact(
+        artifact = Artifact(
             target=self.name,
             precision=precision,
             files=["model.xml", "model.bin"],
             backend_versions={"openvino": ov.__version__.split("-")[0]},
             options=options,
         )
+        if accuracy is not None and precision == "int8":
+            value = accuracy.score(self.validation_outputs(out_dir, artifact, spec, accuracy))
+            options["accuracy"] = accuracy.record(value, _float_layers(model), "nncf.quantize_with_accuracy_control")
+        return artifact
 
     def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "OpenVINORuntime":
         return OpenVINORuntime(root / artifact.files[0], spec, artifact, **options)
+
+
+def _onnx_name(port: Any, preferred: str | None) -> str:
+    """The name a port had in the ONNX graph: the preferred one if the port has it, else the shortest."""
+    names = port.get_names()
+    if preferred in names:
+        return preferred
+    return sorted(names, key=lambda n: (len(n), n))[0] if names else port.get_any_name()
+
+
+def _ignored_scope(nncf: Any, keep_fp: Sequence[str]) -> Any:
+    """ONNX node names -> an NNCF ignored scope over the OpenVINO ops made from them (a convolution
+    with a bias becomes '<name>/WithoutBiases' + '<name>')."""
+    if not keep_fp:
+        return None
+    return nncf.IgnoredScope(patterns=[re.escape(name) + "(/WithoutBiases)?$" for name in keep_fp], validate=False)
+
+
+def _quantize_with_accuracy_control(nncf: Any, model: Any, calibration: "CalibrationSet", control: "AccuracyControl",
+                                    ignored: Any = None) -> Any:
+    """NNCF's accuracy-aware INT8: quantize, then revert the most harmful layers to FP until the drop fits."""
+    items = [(control.inputs[i : i + 1], control.labels[i : i + 1]) for i in range(len(control.inputs))]
+
+    def validate(compiled: Any, data: Any) -> tuple[float, None]:
+        port = compiled.outputs[0]
+        outputs = np.concatenate([compiled(x)[port] for x, _ in data])
+        labels = np.concatenate([y for _, y in data])
+        return float(control.metric_fn(outputs, labels)), None
+
+    return nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(calibration.samples),
+        nncf.Dataset(items),
+        validate,
+        max_drop=control.max_drop / 100.0,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        ignored_scope=ignored,
+    )
+
+
+def _float_layers(model: Any) -> list[str]:
+    """Convolutions and matrix products whose weights stayed in floating point (not quantized)."""
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData"):
+            weights = op.input_value(1).get_node()
+            if weights.get_type_name() == "Constant" and weights.get_element_type().is_real():
+                names.append(op.get_friendly_name())
+    return names
 
 
 class OpenVINORuntime(Runtime):
@@ -108,6 +179,7 @@ class OpenVINORuntime(Runtime):
         performance_hint: str = "LATENCY",
     ) -> None:
         self._xml = xml_path
+        self._names = {"inputs": artifact.options.get("inputs"), "outputs": artifact.options.get("outputs")}
         self._config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": artifact.options.get("inference_precision", "f32"),
             "PERFORMANCE_HINT": performance_hint,
@@ -130,7 +202,13 @@ class OpenVINORuntime(Runtime):
             shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
             return TensorInfo(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)
 
-        return [info(p) for p in self._compiled.inputs], [info(p) for p in self._output_ports]
+        inputs = [info(p) for p in self._compiled.inputs]
+        outputs = [info(p) for p in self._output_ports]
+        # name each tensor as the ONNX graph did (recorded at compile time), by position
+        for infos, names in ((inputs, self._names.get("inputs")), (outputs, self._names.get("outputs"))):
+            if names and len(names) == len(infos):
+                infos[:] = [TensorInfo(n, i.shape, i.dtype) for n, i in zip(names, infos)]
+        return inputs, outputs
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._request.infer(feed, share_inputs=True, share_outputs=False)

@@ -10,7 +10,8 @@ from .base import Target
 _TARGETS: dict[str, type[Target]] = {}
 
 # Preference order when a bundle is loaded with target=None: the fastest backend available wins.
-PREFERENCE = ("tensorrt-gpu", "tensorrt-jetson", "openvino-cpu", "onnxruntime-cpu")
+PREFERENCE = ("tensorrt-gpu", "tensorrt-jetson", "onnxruntime-tensorrt", "onnxruntime-cuda", "openvino-cpu",
+              "onnxruntime-openvino", "onnxruntime-cpu")
 
 T = TypeVar("T", bound=type[Target])
 
@@ -46,11 +47,12 @@ def get_target_class(name: str) -> type[Target]:
         raise UnknownTargetError(f"unknown target '{name}'; registered targets: {sorted(_TARGETS)}") from None
 
 
-def get_target(name: str, require_available: bool = True) -> Target:
-    """An instance of the Target registered under ``name``, checked to be usable here."""
+def get_target(name: str, require_available: bool = True, for_compile: bool = False) -> Target:
+    """An instance of the Target registered under ``name``, checked to be usable here
+    (to run its artifacts, or with ``for_compile`` only to build them)."""
     cls = get_target_class(name)
     if require_available:
-        ok, reason = cls.availability()
+        ok, reason = cls.can_compile() if for_compile else cls.availability()
         if not ok:
             raise MissingDependencyError(f"target '{name}' is not available here: {reason}")
     return cls()

@@ -133,3 +133,44 @@ def run_python(code: str, timeout: float = 180) -> dict:
                           timeout=timeout)
     assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# Installed below every meta path finder, this makes the compress-time libraries look uninstalled: what a
+# device with only `edgeship[openvino]` or `edgeship[onnxruntime]` has. Prepend it to code for run_python.
+BLOCK_COMPRESS_EXTRAS = """
+import sys
+BLOCKED = {"torch", "torchvision", "onnx", "onnxscript", "nncf", "torch_pruning", "sklearn"}
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
+# -- deploy: keys and a labelled bundle for archives, install, serving and streams ---------------------
+DIGIT_LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict[str, Path]:
+    """Two Ed25519 key pairs as PEM files: 'private'/'public' and another pair 'other_private'/'other_public'."""
+    from edgeship.signing import generate_keypair
+
+    folder = tmp_path_factory.mktemp("keys")
+    private, public = generate_keypair(folder / "key.pem")
+    other_private, other_public = generate_keypair(folder / "other.pem")
+    return {"private": private, "public": public, "other_private": other_private, "other_public": other_public}
+
+
+@pytest.fixture(scope="session")
+def labelled_bundle(digits_bundle, tmp_path_factory) -> Path:
+    """The digits bundle with labels and softmax/top-3 postprocessing in its manifest. Read-only."""
+    from edgeship.deploy import set_postprocess
+    from edgeship.postprocess import Postprocess
+
+    dst = tmp_path_factory.mktemp("labelled") / "digits.edgeship"
+    shutil.copytree(digits_bundle.path, dst)
+    set_postprocess(dst, labels=DIGIT_LABELS, postprocess=Postprocess(top_k=3))
+    return dst

@@ -69,7 +69,9 @@ def test_manifest_contents(digits_bundle):
 
 
 def test_manifest_calibration_summary(digits_bundle, digits_data):
-    summary = digits_bundle.manifest["calibration"]
+    summary = dict(digits_bundle.manifest["calibration"])
+    check = summary.pop("check")
+    assert check["ok"] and check["count"] == 300  # the calibration check ran and its result is recorded
     again = collect(digits_data[0], demo.DIGITS_SPEC, size=300, seed=0, preprocess=True)
     assert summary == {
         "count": 300,
@@ -77,6 +79,9 @@ def test_manifest_calibration_summary(digits_bundle, digits_data):
         "seed": 0,
         "sha256": again.sha256,
         "preprocessed_by_edgeship": True,
+        "selection": "random",
+        "preprocessing": demo.DIGITS_SPEC.to_dict()["preprocess"],
+        "class_counts": None,
     }
 
 

@@ -11,22 +11,10 @@ import pytest
 
 import edgeship
 
-from conftest import run_python
+from conftest import BLOCK_COMPRESS_EXTRAS, run_python
 
 HEAVY = ("torch", "torchvision", "onnx", "onnxscript", "nncf", "torch_pruning", "sklearn", "openvino",
          "onnxruntime", "tensorrt")
-
-# Installed below every meta path finder, this makes the compress-time libraries look uninstalled.
-BLOCK_COMPRESS_EXTRAS = """
-import sys
-BLOCKED = {"torch", "torchvision", "onnx", "onnxscript", "nncf", "torch_pruning", "sklearn"}
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-sys.meta_path.insert(0, _Block())
-"""
 
 
 def loaded(modules=HEAVY) -> str:
@@ -151,6 +139,7 @@ print(json.dumps({{"error": error}}))
 # -- the public surface --------------------------------------------------------------------------
 PUBLIC_API = [
     "__version__",
+    "AccuracyBudgetError",
     "Bundle",
     "BundleIntegrityError",
     "CompileError",
@@ -173,6 +162,7 @@ PUBLIC_API = [
     "list_targets",
     "load",
     "open_bundle",
+    "sensitivity",
 ]
 
 

@@ -171,3 +171,149 @@ def test_apply_preprocess_errors():
         spec.apply_preprocess(np.zeros((1, 4, 4, 3), dtype=bool))
     with pytest.raises(ConfigError, match="declares no preprocessing"):
         InputSpec(shape=(None, 3, 4, 4), preprocess=None).apply_preprocess(np.zeros((1, 4, 4, 3), np.uint8))
+
+
+# -- resize presets --------------------------------------------------------------------------------
+def _photos():
+    data = pytest.importorskip("skimage.data", reason="scikit-image provides the test photos (the `test` extra)")
+    return [data.astronaut(), data.coffee(), data.chelsea()]  # 512x512, 400x600, 300x451 RGB
+
+
+def test_presets():
+    imagenet = Preprocess.imagenet()
+    assert imagenet.resize == "imagenet" and imagenet.crop_fraction == 0.875
+    assert imagenet.mean == (0.485, 0.456, 0.406) and imagenet.scale == pytest.approx(1 / 255)
+    assert Preprocess.imagenet(crop_fraction=0.95).crop_fraction == 0.95
+    letterbox = Preprocess.letterbox()
+    assert (letterbox.resize, letterbox.pad_value, letterbox.mean, letterbox.std) == ("letterbox", 114.0, None, None)
+    raw = Preprocess.raw()
+    assert (raw.resize, raw.scale, raw.mean, raw.std) == ("none", 1.0, None, None)
+    assert Preprocess().resize == "none"  # the default does not resize, as before
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"resize": "crop"}, "resize must be one of"),
+    ({"crop_fraction": 0.0}, "crop_fraction"),
+    ({"crop_fraction": 1.5}, "crop_fraction"),
+    ({"pad_value": float("nan")}, "pad_value"),
+])
+def test_preprocess_rejects_bad_resize_fields(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Preprocess(**kwargs)
+
+
+def test_resize_needs_fixed_height_and_width():
+    with pytest.raises(ConfigError, match="resize='imagenet' needs a fixed height and width"):
+        InputSpec(shape=(None, 3, None, None), preprocess=Preprocess.imagenet())
+    InputSpec(shape=(None, 3, None, None), preprocess=Preprocess())  # no resize: any size is fine
+
+
+@pytest.mark.parametrize("pre", [Preprocess.imagenet(), Preprocess.letterbox(pad_value=0),
+                                 Preprocess(resize="stretch", crop_fraction=1.0)],
+                         ids=["imagenet", "letterbox", "stretch"])
+def test_resize_fields_round_trip(pre):
+    spec = InputSpec(shape=(None, 3, 32, 48), preprocess=pre)
+    assert InputSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_manifest_without_resize_fields_still_loads():
+    """A spec saved before the resize fields existed loads with the old behaviour (no resize)."""
+    old = {"shape": [None, 3, 224, 224], "name": "input", "dtype": "float32", "layout": "NCHW",
+           "preprocess": {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                          "reverse_channels": False, "raw_layout": "NHWC"}}
+    spec = InputSpec.from_dict(old)
+    assert spec.preprocess.resize == "none" and spec.preprocess.pad_value == 114.0
+
+
+def test_bilinear_resize_matches_pillow_within_one_level():
+    """Antialiased when shrinking, plain bilinear when enlarging: Pillow's BILINEAR within its 8-bit rounding."""
+    from PIL import Image
+
+    from edgeship.calibration import resize_bilinear
+
+    for image in _photos():
+        for h, w in [(224, 224), (100, 333), (37, 41), (700, 900), (image.shape[0], image.shape[1] + 50)]:
+            ours = resize_bilinear(image, h, w)
+            pillow = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), dtype=np.float32)
+            assert ours.shape == (h, w, 3) and ours.dtype == np.float32
+            diff = np.abs(ours - pillow)
+            assert diff.max() <= 1.01, (image.shape, h, w)  # Pillow rounds to uint8 between its two passes
+            assert diff.mean() < 0.35, (image.shape, h, w)
+
+
+def test_bilinear_resize_is_exact_on_identity_and_constant_images(rng):
+    from edgeship.calibration import resize_bilinear
+
+    image = rng.integers(0, 256, size=(2, 13, 17, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resize_bilinear(image, 13, 17), image.astype(np.float32))
+    flat = np.full((1, 50, 70, 1), 77, np.uint8)
+    for h, w in [(5, 7), (120, 9), (50, 200)]:
+        np.testing.assert_allclose(resize_bilinear(flat, h, w), 77.0, rtol=1e-6)  # weights sum to 1 everywhere
+
+
+def test_imagenet_preset_matches_torchvision_resize_and_center_crop():
+    """Preprocess.imagenet() = torchvision Resize(256) + CenterCrop(224) + ToTensor + Normalize, within one level."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    spec = InputSpec(shape=(None, 3, 224, 224), preprocess=Preprocess.imagenet())
+    reference = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    photos = _photos()
+    for image in photos + [photos[1][:, :350], photos[1][40:360, :200]]:  # landscape, portrait, near-square
+        ours = spec.apply_preprocess(image)
+        theirs = reference(Image.fromarray(image)).numpy()
+        assert ours.shape == (1, 3, 224, 224)
+        one_level = 1 / 255 / 0.224  # one uint8 step after normalisation (the widest channel)
+        assert np.abs(ours[0] - theirs).max() < 1.05 * one_level, image.shape
+        assert np.abs(ours[0] - theirs).mean() < 0.4 * one_level
+
+
+def test_center_crop_geometry():
+    from edgeship.calibration.preprocess import center_crop_geometry
+
+    assert center_crop_geometry(480, 640, 224, 224, 0.875) == (256, 341, 16, 58)  # torchvision: 341 wide, left 58
+    assert center_crop_geometry(640, 480, 224, 224, 0.875) == (341, 256, 58, 16)
+    assert center_crop_geometry(100, 100, 50, 80, 1.0) == (80, 80, 15, 0)  # the wider side limits
+
+
+def test_letterbox_geometry_and_padding():
+    from edgeship.calibration import letterbox_geometry
+
+    g = letterbox_geometry(400, 600, 320, 320)
+    assert (g.height, g.width) == (213, 320) and g.scale == pytest.approx(320 / 600)
+    assert (g.top, g.bottom, g.left, g.right) == (53, 54, 0, 0)
+    np.testing.assert_allclose(g.to_source([[0, 53], [320, 53 + 213]]), [[0, 0], [600, 399.375]])
+    tall = letterbox_geometry(300, 100, 64, 64)
+    assert (tall.height, tall.width, tall.left, tall.right, tall.top) == (64, 21, 21, 22, 0)
+
+    coffee = _photos()[1]
+    spec = InputSpec(shape=(None, 320, 320, 3), layout="NHWC", preprocess=Preprocess.letterbox())
+    out = spec.apply_preprocess(coffee)[0]
+    np.testing.assert_allclose(out[:53], 114 / 255, rtol=1e-6)  # grey bands above and below
+    np.testing.assert_allclose(out[53 + 213:], 114 / 255, rtol=1e-6)
+    from edgeship.calibration import resize_bilinear
+
+    np.testing.assert_allclose(out[53 : 53 + 213], resize_bilinear(coffee, 213, 320) / 255, rtol=1e-5, atol=1e-6)
+
+
+def test_stretch_and_none(rng):
+    image = rng.integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
+    stretch = InputSpec(shape=(None, 3, 20, 20), preprocess=Preprocess(scale=1.0, resize="stretch"))
+    from edgeship.calibration import resize_bilinear
+
+    np.testing.assert_allclose(stretch.apply_preprocess(image)[0], resize_bilinear(image, 20, 20).transpose(2, 0, 1),
+                               rtol=1e-6)
+    none = InputSpec(shape=(None, 3, 20, 20), preprocess=Preprocess(scale=1.0))
+    assert none.apply_preprocess(image).shape == (1, 3, 30, 50)  # not resized; the runtime rejects the size
+
+
+def test_resize_then_bgr_and_nchw_raw(rng):
+    """Resize happens on raw pixels before the channel swap; raw NCHW input is resized the same way."""
+    image = rng.integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    pre = Preprocess(scale=1.0, reverse_channels=True, resize="imagenet", crop_fraction=1.0)
+    out = InputSpec(shape=(None, 3, 16, 16), preprocess=pre).apply_preprocess(image)
+    chw = InputSpec(shape=(None, 3, 16, 16), preprocess=Preprocess(**{**pre.__dict__, "raw_layout": "NCHW"}))
+    np.testing.assert_array_equal(chw.apply_preprocess(image.transpose(2, 0, 1)), out)
+    plain = InputSpec(shape=(None, 3, 16, 16), preprocess=Preprocess(scale=1.0, resize="imagenet", crop_fraction=1.0))
+    np.testing.assert_allclose(out[0], plain.apply_preprocess(image)[0, ::-1], rtol=1e-6)

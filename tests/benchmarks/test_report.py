@@ -1,4 +1,4 @@
-"""Metrics, the Report's saved forms, and the rows ``benchmark`` produces."""
+"""Metrics, the Report's saved forms and analysis, and the rows ``benchmark`` produces."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 
 import edgeship
 from edgeship import ConfigError, Report
-from edgeship.benchmarks import METRICS, Row, get_metric, measure_latency, top1, top1_agreement, top5
+from edgeship.benchmarks import METRICS, get_metric, top1, top1_agreement, top5
 from edgeship.benchmarks.report import REPORT_SCHEMA_VERSION
+
+from report_support import make_report
 
 # four samples, six classes; the ranking of each row is written out beside it
 SCORES = np.array([
@@ -72,54 +74,63 @@ def test_get_metric():
         get_metric("top3")
 
 
-def test_measure_latency_counts_calls_and_orders_percentiles():
-    calls = []
-    stats = measure_latency(lambda: calls.append(1), runs=7, warmup=3, batch=4)
-    assert len(calls) == 10
-    assert stats.runs == 7 and stats.batch == 4
-    assert 0 <= stats.min_ms <= stats.p50_ms <= stats.p90_ms <= stats.p99_ms
-    assert stats.to_dict()["throughput"] == pytest.approx(4 * 1000.0 / stats.mean_ms)
-    with pytest.raises(ValueError, match="runs must be >= 1"):
-        measure_latency(lambda: None, runs=0)
-
-
 # -- the saved report -----------------------------------------------------------------------------
-def make_report() -> Report:
-    def row(target, precision, acc, drop, agree, p50, p90, p99, throughput, size, **extra):
-        return Row(variant="digits", target=target, precision=precision, accuracy_pct=acc, drop_pts=drop,
-                   agreement_pct=agree, p50_ms=p50, p90_ms=p90, p99_ms=p99, throughput=throughput, size_mb=size,
-                   runs=5, **extra)
-
-    rows = [
-        row("torch", "fp32", 97.5, None, None, 0.31, 0.4, 0.45, 3200.0, 0.1, is_reference=True),
-        row("openvino-cpu", "int8", 97.0, 0.5, 99.25, 0.12, 0.15, 0.2, 8000.0, 0.07),
-        row("onnxruntime-cpu", "fp32", None, None, None, 0.09, 0.1, 0.11, 11000.0, None),
-    ]
-    return Report(rows=rows, metric="top1", settings={"runs": 5, "threads": None},
-                  environment={"cpu": "test cpu", "backends": {"onnxruntime-cpu": "onnxruntime 1"}})
-
-
 def test_save_and_load_round_trip(tmp_path):
     report = make_report()
+    report.rows[1].per_class = {"precision": [1.0, 0.5], "recall": [0.5, 1.0], "f1": [2 / 3, 2 / 3], "support": [2, 2]}
+    report.rows[1].flags = ["agreement 99.25% < 99.5%"]
     folder = report.save(tmp_path / "nested" / "report")
-    assert sorted(p.name for p in folder.iterdir()) == ["report.json", "report.md"]  # no temp files left
+    assert sorted(p.name for p in folder.iterdir()) == ["report.html", "report.json", "report.md"]  # no temp files
     data = json.loads((folder / "report.json").read_text())
-    assert data["schema_version"] == REPORT_SCHEMA_VERSION and data["metric"] == "top1"
-    assert len(data["rows"]) == 3
-    assert Report.load(folder) == report
+    assert data["schema_version"] == REPORT_SCHEMA_VERSION == 2 and data["metric"] == "top1"
+    assert data["complete"] is True and len(data["rows"]) == 4
+    assert data["rows"][1]["accuracy_ci_pct"] == [94.8, 98.3]
+    loaded = Report.load(folder)
+    assert loaded == report
+    assert loaded.rows[1].accuracy_ci_pct == (94.8, 98.3)  # intervals come back as tuples
     assert Report.load(folder / "report.json") == report
+
+
+def test_save_without_html(tmp_path):
+    folder = make_report().save(tmp_path, html=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["report.json", "report.md"]
 
 
 def test_markdown(tmp_path):
     md = make_report().save(tmp_path).joinpath("report.md").read_text()
     lines = md.splitlines()
     assert lines[0] == "# edgeship report (top1)"
-    table = [line for line in lines if line.startswith("|")]
-    assert len(table) == 2 + 3  # header, separator, one line per row
-    assert table[2].startswith("| digits (ref) | torch | fp32 | 97.50 | — | — |")
-    assert "| digits | openvino-cpu | int8 | 97.00 | +0.50 | 99.25 | 0.120 |" in md
-    assert "| digits | onnxruntime-cpu | fp32 | — | — | — |" in md
+    table = [line for line in lines[: lines.index("## Latency")] if line.startswith("|")]
+    assert len(table) == 2 + 4  # header, separator, one line per row
+    assert table[0].startswith("| variant | target | precision | acc % | acc 95% CI | drop pts | agree % |")
+    assert table[2].startswith("| digits (ref) | torch | fp32 | 97.50 | [95.5, 98.6] | — | — | 0.310 |")
+    assert "| digits | openvino-cpu | int8 | 97.00 | [94.8, 98.3] | +0.50 | 99.25 | 0.120 |" in md
+    assert "| digits | onnxruntime-cpu | fp32 | — | — | — | — | 0.090 |" in md
+    assert "| digits openvino-cpu int8 | 1 | — | 0.120 | [0.110, 0.130] | 0.200 | [0.150, 0.250] |" in md
     assert "Settings: runs=5, threads=None" in md and "cpu=test cpu" in md
+    assert "Incomplete" not in md
+
+
+def test_markdown_of_an_incomplete_report_and_gate_results():
+    report = make_report(complete=False)
+    result = report.check(edgeship.benchmarks.Gates(max_p99_ms=0.25))
+    md = report.to_markdown(result)
+    assert "**Incomplete report**: the run stopped after 4 rows" in md
+    assert "## Gates: FAILED" in md
+    assert "| (report) | complete | incomplete (4 rows) | complete | FAIL |" in md
+    assert "| digits openvino-cpu fp32 | max_p99_ms | 0.3 | 0.25 | FAIL |" in md
+    assert "| digits openvino-cpu int8 | max_p99_ms | 0.2 | 0.25 | pass |" in md
+
+
+def test_per_class_tables_in_markdown():
+    report = make_report()
+    report.rows[1].per_class = {"precision": [1.0, 0.5, 0.0], "recall": [0.5, 1.0, 0.0], "f1": [2 / 3, 2 / 3, 0.0],
+                                "support": [2, 2, 1]}
+    report.rows[1].macro_precision_pct, report.rows[1].macro_recall_pct, report.rows[1].macro_f1_pct = 50.0, 50.0, 44.44
+    md = report.to_markdown()
+    assert "| digits openvino-cpu int8 | 50.00 | 50.00 | 44.44 | 0.00 (class 2) |" in md
+    assert "### digits openvino-cpu int8" in md
+    assert "| 1 | 2 | 50.00 | 100.00 | 66.67 |" in md
 
 
 def test_load_refuses_bad_reports(tmp_path):
@@ -130,11 +141,75 @@ def test_load_refuses_bad_reports(tmp_path):
         Report.load(tmp_path)
     data = make_report().to_dict()
     (tmp_path / "report.json").write_text(json.dumps({**data, "schema_version": 99}))
-    with pytest.raises(ConfigError, match="schema_version 99"):
+    with pytest.raises(ConfigError, match=r"schema_version 99 is not one this edgeship reads \(1, 2\); "
+                                          "it was written by a newer edgeship"):
         Report.load(tmp_path)
     (tmp_path / "report.json").write_text(json.dumps({**data, "rows": [{"variant": "x"}]}))
     with pytest.raises(ConfigError, match="cannot read report"):
         Report.load(tmp_path)
+    (tmp_path / "report.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        Report.load(tmp_path)
+
+
+V1_REPORT = {  # as edgeship 0.1.0 wrote it
+    "schema_version": 1, "metric": "top1", "settings": {"runs": 5}, "environment": {"cpu": "old cpu"},
+    "rows": [
+        {"variant": "digits", "target": "torch", "precision": "fp32", "accuracy_pct": 97.5, "drop_pts": None,
+         "agreement_pct": None, "p50_ms": 0.3, "p90_ms": 0.4, "p99_ms": 0.5, "throughput": 3000.0, "size_mb": 0.1,
+         "is_reference": True, "batch": 1, "runs": 5, "source": "abc", "prune_ratio": None, "params": None,
+         "macs": None, "macs_ratio": None, "latency_ratio": None},
+        {"variant": "digits", "target": "openvino-cpu", "precision": "int8", "accuracy_pct": 97.0, "drop_pts": 0.5,
+         "agreement_pct": 99.0, "p50_ms": 0.1, "p90_ms": 0.15, "p99_ms": 0.2, "throughput": 9000.0, "size_mb": 0.07,
+         "is_reference": False, "batch": 1, "runs": 5, "source": "abc", "prune_ratio": None, "params": None,
+         "macs": None, "macs_ratio": None, "latency_ratio": None},
+    ],
+    "pruning_search": {},
+}
+
+
+def test_schema_1_reports_still_load(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps(V1_REPORT))
+    report = Report.load(tmp_path)
+    assert report.schema_version == 1 and report.complete
+    assert [r.label for r in report.rows] == ["digits torch fp32 (ref)", "digits openvino-cpu int8"]
+    assert report.rows[1].manifest_sha256 == "" and report.rows[1].accuracy_ci_pct is None
+    assert "| digits | openvino-cpu | int8 | 97.00 | — | +0.50 | 99.00 |" in report.to_markdown()
+    report.save(tmp_path / "again")  # re-saved as the current schema
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["schema_version"] == 2
+
+
+# -- analysis on the rows -------------------------------------------------------------------------------
+def test_pareto_front_and_recommendation():
+    report = make_report()
+    # quality: accuracy, else agreement; the ORT row has neither, so it is not on the plot's front
+    assert [r.label for r in report.pareto_front()] == ["digits openvino-cpu int8", "digits openvino-cpu fp32"]
+    best = report.mark_recommended(budget_pts=1.0)
+    assert {t: r.precision for t, r in best.items()} == {"openvino-cpu": "int8"}
+    assert [r.recommended for r in report.rows] == [False, True, False, False]
+    assert {t: r.precision for t, r in report.mark_recommended(budget_pts=0.1).items()} == {"openvino-cpu": "fp32"}
+    assert report.mark_recommended(budget_pts=-1.0) == {} and not any(r.recommended for r in report.rows)
+
+
+def test_recommendation_without_labels_bounds_the_drop_by_disagreement():
+    report = make_report()
+    for r in report.rows:
+        r.accuracy_pct = r.drop_pts = None
+    best = report.mark_recommended(budget_pts=0.5)  # INT8 disagrees on 0.75 % of samples: over budget
+    assert {t: r.precision for t, r in best.items()} == {"openvino-cpu": "fp32"}
+    assert report.mark_recommended(budget_pts=1.0)["openvino-cpu"].precision == "int8"
+
+
+def test_int8_slower_than_fp32_is_warned():
+    report = make_report()
+    assert report.precision_warnings() == []  # INT8 0.12 ms < FP32 0.2 ms
+    report.rows[1].p50_ms, report.rows[1].p50_ci_ms = 0.25, (0.24, 0.26)
+    report.rows[2].p50_ci_ms = (0.19, 0.21)
+    (warning,) = report.precision_warnings()
+    assert warning.startswith("digits on openvino-cpu: INT8 is slower than FP32 (p50 0.250 ms vs 0.200 ms)")
+    assert "intervals overlap" not in warning
+    report.rows[1].p50_ci_ms = (0.18, 0.3)
+    assert "the 95% intervals overlap" in report.precision_warnings()[0]
 
 
 # -- benchmark's rows -----------------------------------------------------------------------------
@@ -153,17 +228,18 @@ def test_benchmark_rows_for_reference_and_each_variant(digits_bundle, digits_mod
     ref = report.rows[0]
     assert ref.drop_pts is None and ref.agreement_pct is None
     assert ref.size_mb == pytest.approx(digits_bundle.source_onnx.stat().st_size / 1e6)
-    for row in report.rows:
-        assert row.runs == 3 and row.batch == 1
-        assert 0 <= row.accuracy_pct <= 100
-        assert row.p50_ms <= row.p90_ms <= row.p99_ms and row.throughput > 0
-    for row in report.rows[1:]:
-        assert row.drop_pts == pytest.approx(ref.accuracy_pct - row.accuracy_pct)
-        assert 0 <= row.agreement_pct <= 100
-        assert row.size_mb == pytest.approx(digits_bundle.size_bytes(digits_bundle.artifact(row.target,
-                                                                                            row.precision)) / 1e6)
+    for row_ in report.rows:
+        assert row_.runs == 3 and row_.batch == 1
+        assert 0 <= row_.accuracy_pct <= 100
+        assert row_.p50_ms <= row_.p90_ms <= row_.p99_ms and row_.throughput > 0
+    for row_ in report.rows[1:]:
+        assert row_.drop_pts == pytest.approx(ref.accuracy_pct - row_.accuracy_pct)
+        assert 0 <= row_.agreement_pct <= 100
+        assert row_.size_mb == pytest.approx(digits_bundle.size_bytes(digits_bundle.artifact(row_.target,
+                                                                                             row_.precision)) / 1e6)
     assert report.settings["reference"] == "torch eager" and report.settings["samples"] == 64
     assert report.environment["backends"] == edgeship.list_targets(available_only=True)
+    assert report.complete
     assert Report.load(report.save(tmp_path)) == report  # a measured report round-trips too
 
 
@@ -174,8 +250,9 @@ def test_benchmark_default_reference_targets_filter_and_inputs_only(digits_bundl
     assert [(r.target, r.precision) for r in report.rows] == [
         ("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")]
     assert report.rows[0].is_reference and report.settings["reference"] == "onnxruntime fp32"
-    assert all(r.accuracy_pct is None and r.drop_pts is None for r in report.rows)  # no labels given
+    assert all(r.accuracy_pct is None and r.drop_pts is None and r.per_class is None for r in report.rows)  # no labels
     assert report.rows[1].agreement_pct == 100.0  # the fp32 artifact is the reference graph itself
+    assert report.rows[1].agreement_ci_pct[1] == 100.0 and report.rows[1].agreement_ci_pct[0] < 100.0
 
 
 def test_benchmark_custom_metric_and_batch(digits_bundle, small_eval):
@@ -186,6 +263,7 @@ def test_benchmark_custom_metric_and_batch(digits_bundle, small_eval):
                                 preprocess=True, runs=2, warmup=0, batch_size=8, show_progress=False)
     assert report.metric == "always_half"
     assert all(r.accuracy_pct == 50.0 and r.batch == 8 for r in report.rows)
+    assert all(r.accuracy_ci_pct == (50.0, 50.0) for r in report.rows)  # a constant has no spread to bootstrap
 
 
 def test_benchmark_refuses_bad_arguments(digits_bundle, small_eval):
@@ -196,3 +274,7 @@ def test_benchmark_refuses_bad_arguments(digits_bundle, small_eval):
         edgeship.benchmark(digits_bundle, (x, y[:10]), preprocess=True, runs=1, show_progress=False)
     with pytest.raises(ConfigError, match="batch_size 100 is larger than the 64 inputs"):
         edgeship.benchmark(digits_bundle, (x, y), preprocess=True, runs=1, batch_size=100, show_progress=False)
+    with pytest.raises(ConfigError, match="streams must be >= 1"):
+        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, runs=1, streams=0, show_progress=False)
+    with pytest.raises(ConfigError, match=r"agreement_threshold is a fraction in \(0, 1\], got 99"):
+        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, runs=1, agreement_threshold=99, show_progress=False)

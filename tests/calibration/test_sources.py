@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgeship import ConfigError, InputSpec, Preprocess
-from edgeship.calibration import CalibrationSet, collect
+from edgeship.calibration import CalibrationSet, collect, from_arrays
 
 SPEC = InputSpec(shape=(None, 3, 4, 4), preprocess=Preprocess(scale=1 / 255.0, mean=(0.5,), std=(0.5,)))
 
@@ -99,6 +101,19 @@ def test_calibration_set_passes_through(data):
     assert collect(calib, SPEC, size=1) is calib
 
 
+def test_calibration_set_must_fit_the_spec_it_is_used_with(rng):
+    raw = rng.integers(0, 256, size=(6, 4, 4, 3), dtype=np.uint8)
+    calib = from_arrays(raw, SPEC, preprocess=True)
+    other_pre = InputSpec(shape=(None, 3, 4, 4), preprocess=Preprocess(scale=1 / 255.0))
+    with pytest.raises(ConfigError, match="preprocessed with .* but the input spec declares"):
+        collect(calib, other_pre)
+    with pytest.raises(ConfigError, match=r"row \d+\) has shape \(1, 3, 4, 4\) float32; the input spec expects"):
+        collect(calib, InputSpec(shape=(None, 3, 8, 8), preprocess=SPEC.preprocess))
+    # model-ready samples carry no preprocessing of edgeship's, so any spec with their shape takes them
+    ready = from_arrays(SPEC.apply_preprocess(raw), SPEC)
+    assert collect(ready, other_pre) is ready
+
+
 # -- subset size and seed -------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [lambda d: d, lambda d: TensorDataset(torch.from_numpy(d)), lambda d: iter(list(d))],
                          ids=["array", "dataset", "iterator"])
@@ -129,10 +144,32 @@ def test_summary(data):
     assert summary == {
         "count": 8,
         "source": "array (40, 3, 4, 4) float32",
+        "selection": "random",
         "seed": 4,
         "sha256": collect(data, SPEC, size=8, seed=4).sha256,
         "preprocessed_by_edgeship": False,
+        "preprocessing": None,  # model-ready samples: edgeship applied nothing
+        "class_counts": None,
     }
+
+
+def test_summary_records_preprocessing_selection_and_classes(rng):
+    raw = rng.integers(0, 256, size=(30, 4, 4, 3), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], [15, 10, 5])
+    calib = from_arrays(raw, SPEC, labels=labels, size=12, seed=1, preprocess=True)
+    summary = json.loads(json.dumps(calib.summary()))  # what the manifest holds
+    assert summary["selection"] == "stratified"
+    assert summary["class_counts"] == {"0": 6, "1": 4, "2": 2}
+    assert summary["preprocessing"] == SPEC.to_dict()["preprocess"]
+    assert summary["sha256"] == calib.sha256 and summary["count"] == 12 and summary["seed"] == 1
+    # the recorded preprocessing rebuilds the spec that made the samples
+    rebuilt = InputSpec.from_dict({**SPEC.to_dict(), "preprocess": summary["preprocessing"]})
+    np.testing.assert_array_equal(rebuilt.apply_preprocess(raw[calib_rows(calib)]), calib.as_batch())
+
+
+def calib_rows(calib: CalibrationSet) -> list[int]:
+    """Row numbers of an array-made set, from its origins ("row 17")."""
+    return [int(origin.split()[1]) for origin in calib.origins]
 
 
 # -- bad data -------------------------------------------------------------------------------------
@@ -183,3 +220,18 @@ def test_preprocessed_raw_images_of_wrong_shape_refused(raw_shape):
     raw = np.zeros(raw_shape, np.uint8)
     with pytest.raises(ConfigError, match="expected"):
         collect(raw, SPEC, preprocess=True)
+
+
+def test_a_calibration_set_goes_through_compress_and_its_record_into_the_manifest(small_onnx, tmp_path, rng):
+    import edgeship
+    from conftest import SMALL_SPEC
+
+    raw = rng.integers(0, 256, size=(40, 16, 16, 3), dtype=np.uint8)
+    calib = from_arrays(raw, SMALL_SPEC, labels=np.arange(40) % 4, size=20, preprocess=True)
+    bundle = edgeship.compress(str(small_onnx), input_spec=SMALL_SPEC, calibration=calib, targets=["onnxruntime-cpu"],
+                               precision="int8", output=tmp_path / "b.edgeship", show_progress=False)
+    record = bundle.manifest["calibration"]
+    for key, value in json.loads(json.dumps(calib.summary())).items():
+        assert record[key] == value, key
+    assert record["selection"] == "stratified" and record["class_counts"] == {"0": 5, "1": 5, "2": 5, "3": 5}
+    assert record["preprocessing"]["reverse_channels"] is True

@@ -1,0 +1,477 @@
+"""Serve a bundle over HTTP with the standard library alone (no web framework to install on the device).
+
+Endpoints::
+
+    POST /v1/predict   body: .npy (application/x-npy), PNG/JPEG (image/*, needs Pillow) or JSON
+                       {"inputs": [...], "raw": false}; uint8 arrays and images are raw images and get
+                       the bundle's preprocessing, float arrays go to the model as they are.
+                       -> {"version", "target", "precision", "results": [...]} (manifest postprocessing)
+                          or {"outputs": {name: nested list}} when the manifest records none
+    GET  /healthz      liveness and the version that serves
+    GET  /v1/model     the manifest, the version, target and precision
+    GET  /metrics      Prometheus text: requests, predict latency histogram, queue depth
+
+Load is bounded: at most ``workers`` inferences run and ``workers + max_queue`` requests are admitted
+(reading their body, waiting or running); a request beyond that gets 429 with Retry-After before its
+body is read, so memory does not grow with the load.
+Bodies past ``max_body`` get 413, bodies that stall get 408. When the served path is an install root,
+a switch of ``current`` (install or rollback) is picked up on the next request. SIGTERM/SIGINT stop
+accepting connections and let in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bundle import CURRENT, Bundle
+from .errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
+from .postprocess import Postprocess, read_labels
+from .signing import configured_public_key
+
+__all__ = ["ModelServer", "decode_body", "serve"]
+
+API_KEY_ENV = "EDGESHIP_API_KEY"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
+_MAX_IMAGE_PIXELS = 40_000_000
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+# -- decoding request bodies ----------------------------------------------------------------------
+def _image_to_array(body: bytes, spec: Any) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise _HTTPError(415, "image bodies need Pillow on the server (pip install \"edgeship[serve]\"); "
+                              "send .npy (application/x-npy) or JSON instead") from None
+    try:
+        img = Image.open(io.BytesIO(body))
+        if img.width * img.height > _MAX_IMAGE_PIXELS:
+            raise _HTTPError(413, f"image of {img.width}x{img.height} pixels is larger than the "
+                                  f"{_MAX_IMAGE_PIXELS} pixels this server decodes")
+        channels = spec.channels
+        img = img.convert("L" if channels == 1 else "RGB")
+        height, width = (spec.shape[2], spec.shape[3]) if spec.layout == "NCHW" else (spec.shape[1], spec.shape[2])
+        own_resize = spec.preprocess is not None and getattr(spec.preprocess, "resize", "none") != "none"
+        if not own_resize and height is not None and width is not None and img.size != (width, height):
+            img = img.resize((width, height), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    except _HTTPError:
+        raise
+    except Exception as exc:  # Pillow raises many types for undecodable data
+        raise _HTTPError(400, f"the body is not a decodable image: {type(exc).__name__}: {exc}") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def decode_body(body: bytes, content_type: str, spec: Any) -> tuple[np.ndarray, bool]:
+    """A request body -> (array with a batch axis, whether it holds raw images to preprocess)."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in ("application/x-npy", "application/octet-stream") or body.startswith(b"\x93NUMPY"):
+        try:
+            x = np.load(io.BytesIO(body), allow_pickle=False)
+        except ValueError as exc:
+            raise _HTTPError(400, f"the body is not a numeric .npy array (object arrays are refused): {exc}") from None
+        if not isinstance(x, np.ndarray):
+            raise _HTTPError(400, "send one .npy array, not an .npz archive")
+        raw = x.dtype == np.uint8
+    elif kind == "application/json":
+        try:
+            doc = json.loads(body)
+            raw = bool(doc.get("raw", False)) if isinstance(doc, dict) else False
+            if not isinstance(doc, dict) or "inputs" not in doc:
+                raise ValueError('expected an object {"inputs": nested list, "raw": false}')
+            x = np.asarray(doc["inputs"], dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise _HTTPError(400, f"invalid JSON body: {exc}") from None
+        if raw:
+            if x.size and (x.min() < 0 or x.max() > 255):
+                raise _HTTPError(400, "raw JSON inputs must be pixel values in [0, 255]")
+            x = x.astype(np.uint8)
+        else:
+            x = x.astype(spec.dtype)
+    elif kind.startswith("image/"):
+        x, raw = _image_to_array(body, spec), True
+    else:
+        raise _HTTPError(415, f"unsupported Content-Type {content_type!r}; send application/x-npy, "
+                              "application/json or image/png|jpeg")
+    rank = len(spec.shape)
+    if x.ndim == rank - 1:  # one image or one sample: add the batch axis
+        x = x[None]
+    return x, raw
+
+
+# -- the loaded model -----------------------------------------------------------------------------
+class _Loaded:
+    """One version's runtimes (a pool of ``workers``), postprocessing and labels."""
+
+    def __init__(self, bundle: Bundle, workers: int, target: str | None, precision: str | None,
+                 options: dict[str, Any]) -> None:
+        self.bundle = bundle
+        self.postprocess = Postprocess.of_manifest(bundle.manifest)
+        self.labels = read_labels(bundle.manifest)
+        self._idle: list[Any] = []
+        self._cond = threading.Condition()
+        self._retired = False
+        runtimes = []
+        try:
+            for _ in range(workers):
+                runtimes.append(bundle.load(target, precision, **options))
+        except BaseException:
+            for rt in runtimes:
+                rt.close()
+            raise
+        self._idle.extend(runtimes)
+        self.target, self.precision = runtimes[0].target, runtimes[0].precision
+        self.version = bundle.path.name
+
+    def acquire(self) -> Any | None:
+        """An idle runtime, waiting for one if all are busy; None once this version is retired (reloaded)."""
+        with self._cond:
+            while not self._idle and not self._retired:
+                self._cond.wait()
+            return None if self._retired else self._idle.pop()
+
+    def release(self, rt: Any) -> None:
+        with self._cond:
+            if self._retired:
+                rt.close()
+            else:
+                self._idle.append(rt)
+                self._cond.notify()
+
+    def retire(self) -> None:
+        """Close idle runtimes now and busy ones when they come back; waiters move to the new version."""
+        with self._cond:
+            self._retired = True
+            for rt in self._idle:
+                rt.close()
+            self._idle.clear()
+            self._cond.notify_all()
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * len(_LATENCY_BUCKETS)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+        self.admitted = 0
+        self.running = 0
+        self.inflight_max = 0
+        self.reloads = 0
+        self.reload_errors = 0
+
+    def count(self, path: str, status: int) -> None:
+        with self.lock:
+            key = (path if path in _PATHS else "other", status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+
+    def observe(self, seconds: float) -> None:
+        with self.lock:
+            self.latency_sum += seconds
+            self.latency_count += 1
+            for i, bound in enumerate(_LATENCY_BUCKETS):
+                if seconds <= bound:
+                    self.buckets[i] += 1
+
+    def render(self, model: _Loaded) -> str:
+        with self.lock:
+            lines = ["# HELP edgeship_requests_total HTTP requests by path and status code.",
+                     "# TYPE edgeship_requests_total counter"]
+            for (path, status), n in sorted(self.requests.items()):
+                lines.append(f'edgeship_requests_total{{path="{path}",code="{status}"}} {n}')
+            lines += ["# HELP edgeship_predict_latency_seconds Time to decode, run and postprocess one predict request.",
+                      "# TYPE edgeship_predict_latency_seconds histogram"]
+            for bound, n in zip(_LATENCY_BUCKETS, self.buckets):
+                lines.append(f'edgeship_predict_latency_seconds_bucket{{le="{bound}"}} {n}')
+            lines += [f'edgeship_predict_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}',
+                      f"edgeship_predict_latency_seconds_sum {self.latency_sum:.6f}",
+                      f"edgeship_predict_latency_seconds_count {self.latency_count}",
+                      "# HELP edgeship_queue_depth Admitted predict requests waiting for a runtime.",
+                      "# TYPE edgeship_queue_depth gauge",
+                      f"edgeship_queue_depth {self.admitted - self.running}",
+                      "# HELP edgeship_inflight Predict requests admitted (reading, waiting or running).",
+                      "# TYPE edgeship_inflight gauge",
+                      f"edgeship_inflight {self.admitted}",
+                      "# HELP edgeship_inflight_max Most predict requests admitted at once (bounded by workers + max_queue).",
+                      "# TYPE edgeship_inflight_max gauge",
+                      f"edgeship_inflight_max {self.inflight_max}",
+                      "# TYPE edgeship_reloads_total counter",
+                      f"edgeship_reloads_total {self.reloads}",
+                      "# TYPE edgeship_reload_errors_total counter",
+                      f"edgeship_reload_errors_total {self.reload_errors}",
+                      "# TYPE edgeship_model_info gauge",
+                      f'edgeship_model_info{{version="{model.version}",target="{model.target}",'
+                      f'precision="{model.precision}"}} 1']
+        return "\n".join(lines) + "\n"
+
+
+class ModelServer(ThreadingHTTPServer):
+    """An HTTP server for one bundle folder or install root; see the module doc for the endpoints.
+
+    Start with ``serve_forever()`` (in a thread for tests); ``server_address`` holds the bound port
+    (pass ``port=0`` for an ephemeral one). ``close()`` stops it and releases the runtimes.
+    """
+
+    daemon_threads = False  # server_close() waits for in-flight requests: graceful shutdown
+    request_queue_size = 128  # the listen backlog; the bounded queue, not the kernel, turns clients away
+    block_on_close = True
+
+    def __init__(self, path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, *,
+                 target: str | None = None, precision: str | None = None, workers: int = 1, max_queue: int = 8,
+                 max_body: int = 16 << 20, body_timeout: float = 10.0, api_key: str | None = None,
+                 public_key: Any = None, verbose: bool = False, **options: Any) -> None:
+        """``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
+        signed with it. ``options`` go to the target (e.g. ``threads``)."""
+        if workers < 1 or max_queue < 0 or max_body < 1:
+            raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={workers}, "
+                              f"max_queue={max_queue}, max_body={max_body}")
+        self.path = Path(path)
+        self.install_root = self.path if (self.path / CURRENT).is_symlink() else None
+        self.workers, self.max_queue, self.max_body, self.body_timeout = workers, max_queue, max_body, body_timeout
+        self.api_key = api_key
+        self.verbose = verbose
+        self._load_args = (target, precision, options)
+        self._public_key = public_key
+        self.metrics = _Metrics()
+        self._admission = threading.BoundedSemaphore(workers + max_queue)
+        self._reload_lock = threading.Lock()
+        self._failed_reload: str | None = None
+        self.model = self._load(self.path)
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError:
+            self.model.retire()
+            raise
+
+    def _load(self, path: Path) -> _Loaded:
+        target, precision, options = self._load_args
+        bundle = Bundle.open(path, public_key=configured_public_key(self._public_key))
+        return _Loaded(bundle, self.workers, target, precision, options)
+
+    def current_model(self) -> _Loaded:
+        """The loaded version, reloaded first if an install root's ``current`` moved since."""
+        if self.install_root is not None:
+            now = os.path.realpath(self.install_root / CURRENT)
+            if now != str(self.model.bundle.path) and now != self._failed_reload:
+                with self._reload_lock:
+                    if now != str(self.model.bundle.path) and now != self._failed_reload:
+                        try:
+                            new = self._load(Path(now))
+                        except EdgeshipError as exc:  # keep serving the version that works
+                            self._failed_reload = now
+                            with self.metrics.lock:
+                                self.metrics.reload_errors += 1
+                            print(f"edgeship serve: cannot load {now}, still serving {self.model.version}: {exc}",
+                                  file=sys.stderr)
+                        else:
+                            old, self.model = self.model, new
+                            old.retire()
+                            self._failed_reload = None
+                            with self.metrics.lock:
+                                self.metrics.reloads += 1
+        return self.model
+
+    def admit(self) -> bool:
+        """Take a place in the bounded queue; False when it is full."""
+        if not self._admission.acquire(blocking=False):
+            return False
+        with self.metrics.lock:
+            self.metrics.admitted += 1
+            self.metrics.inflight_max = max(self.metrics.inflight_max, self.metrics.admitted)
+        return True
+
+    def leave(self) -> None:
+        with self.metrics.lock:
+            self.metrics.admitted -= 1
+        self._admission.release()
+
+    def predict(self, body: bytes, content_type: str) -> dict[str, Any]:
+        """Decode, run and postprocess one request body (the caller holds an admission)."""
+        while True:  # a reload while this request waited retires its version: decode again for the new one
+            model = self.current_model()
+            x, raw = decode_body(body, content_type, model.bundle.spec)
+            rt = model.acquire()
+            if rt is not None:
+                break
+        with self.metrics.lock:
+            self.metrics.running += 1
+        try:
+            outputs = rt.run(x, preprocess=raw)
+        finally:
+            with self.metrics.lock:
+                self.metrics.running -= 1
+            model.release(rt)
+        reply: dict[str, Any] = {"version": model.version, "target": model.target, "precision": model.precision}
+        if model.postprocess is not None:
+            reply["results"] = model.postprocess.apply(outputs, model.labels)
+        else:
+            reply["outputs"] = {name: value.tolist() for name, value in outputs.items()}
+        return reply
+
+    def close(self) -> None:
+        """Stop serving (if serving), wait for in-flight requests and release the runtimes."""
+        self.server_close()
+        self.model.retire()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ModelServer
+    server_version = "edgeship"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.metrics.count(self.path.split("?")[0], status)
+
+    def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(status, (json.dumps(doc) + "\n").encode("utf-8"), "application/json", headers)
+
+    def _authorised(self) -> bool:
+        key = self.server.api_key
+        if key is None:
+            return True
+        given = self.headers.get("X-API-Key") or ""
+        auth = self.headers.get("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    def _handle(self, method: str) -> None:
+        path = self.path.split("?")[0]
+        try:
+            if path == "/healthz" and method == "GET":
+                model = self.server.current_model()
+                self._json(200, {"status": "ok", "version": model.version, "target": model.target,
+                                 "precision": model.precision})
+                return
+            if path not in _PATHS:
+                raise _HTTPError(404, f"no endpoint {path}; endpoints: {', '.join(_PATHS)}")
+            expected = "POST" if path == "/v1/predict" else "GET"
+            if method != expected:
+                raise _HTTPError(405, f"{path} takes {expected}, got {method}", {"Allow": expected})
+            if not self._authorised():
+                raise _HTTPError(401, "missing or wrong API key (send 'Authorization: Bearer KEY' or 'X-API-Key')",
+                                 {"WWW-Authenticate": "Bearer"})
+            if path == "/metrics":
+                text = self.server.metrics.render(self.server.current_model())
+                self._send(200, text.encode("utf-8"), "text/plain; version=0.0.4")
+            elif path == "/v1/model":
+                model = self.server.current_model()
+                self._json(200, {"version": model.version, "target": model.target, "precision": model.precision,
+                                 "signed_by": model.bundle.signed_by, "manifest": model.bundle.manifest})
+            else:
+                self._predict()
+        except _HTTPError as exc:
+            self._json(exc.status, {"error": exc.message}, exc.headers)
+        except (InputValidationError, ConfigError) as exc:
+            self._json(400, {"error": str(exc)})
+        except MissingDependencyError as exc:
+            self._json(501, {"error": str(exc)})
+        except Exception as exc:  # a backend's own error: answer it rather than drop the connection
+            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _predict(self) -> None:
+        length_text = self.headers.get("Content-Length")
+        if length_text is None or not length_text.isdigit():
+            raise _HTTPError(411, "POST /v1/predict needs a Content-Length header (chunked bodies are not accepted)")
+        length = int(length_text)
+        if length > self.server.max_body:
+            self._discard(length)
+            raise _HTTPError(413, f"body of {length} bytes is larger than the {self.server.max_body} bytes allowed")
+        if not self.server.admit():
+            self._discard(length)
+            raise _HTTPError(429, f"server busy: {self.server.workers} running and {self.server.max_queue} waiting; "
+                                  "retry later", {"Retry-After": "1"})
+        start = time.perf_counter()
+        try:
+            self.connection.settimeout(self.server.body_timeout)
+            try:
+                body = self.rfile.read(length)
+            except (socket.timeout, TimeoutError):
+                self.close_connection = True
+                raise _HTTPError(408, f"the body did not arrive within {self.server.body_timeout} s") from None
+            if len(body) != length:
+                self.close_connection = True
+                raise _HTTPError(400, f"the body ended after {len(body)} of {length} bytes")
+            reply = self.server.predict(body, self.headers.get("Content-Type", ""))
+        finally:
+            self.server.leave()
+        self.server.metrics.observe(time.perf_counter() - start)
+        self._json(200, reply)
+
+    def _discard(self, length: int, limit: int = 1 << 20) -> None:
+        """Read and drop a refused body (so the client sees the answer, not a reset), in small chunks:
+        memory stays flat. Past ``limit`` the connection is closed instead."""
+        self.close_connection = True
+        if length > limit:
+            return
+        self.connection.settimeout(min(self.server.body_timeout, 2.0))
+        with contextlib.suppress(OSError):
+            while length > 0:
+                chunk = self.rfile.read(min(length, 65536))
+                if not chunk:
+                    break
+                length -= len(chunk)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+
+def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, **kwargs: Any) -> None:
+    """Serve until SIGTERM or SIGINT, then finish in-flight requests and exit (see :class:`ModelServer`)."""
+    server = ModelServer(path, host, port, **kwargs)
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    host_shown, port_shown = server.server_address[:2]
+    model = server.model
+    print(f"edgeship serve: {model.version} ({model.target} {model.precision}) on http://{host_shown}:{port_shown}",
+          flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.close()
+        print("edgeship serve: stopped", flush=True)

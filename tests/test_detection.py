@@ -1,0 +1,222 @@
+"""Detection: torchvision detectors through export, INT8 with FP heads, numpy postprocessing, box parity.
+
+Weights are random (no hub downloads), so parity — not mAP against labels — is what is checked here:
+edgeship's decode + NMS against torchvision's own postprocessing on the same head outputs, runtime
+boxes against the torch model, INT8 boxes against FP32 boxes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeship
+from edgeship import ConfigError, InputSpec, Preprocess, Recipe
+from edgeship.detection import Detector, batched_nms, box_parity, decode_boxes, head_layers, postprocess, prepare_detector
+
+torch = pytest.importorskip("torch")
+D = pytest.importorskip("torchvision.models.detection")
+from torchvision.models.detection.image_list import ImageList  # noqa: E402
+from torchvision.ops import boxes as box_ops  # noqa: E402
+
+
+def _blocky_images(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
+    """Real structure for the backbone to respond to: random colour blocks, not white noise."""
+    rng = np.random.default_rng(seed)
+    return [np.kron(rng.integers(0, 255, (h // 20, w // 20, 3)), np.ones((20, 20, 1))).astype(np.uint8) for _ in range(n)]
+
+
+def _detector(name: str, **kwargs):
+    torch.manual_seed(0)
+    model = getattr(D, name)(weights=None, weights_backbone=None, **kwargs).eval()
+    with torch.no_grad():  # spread the heads' random init so that scores differ (no ties to order arbitrarily)
+        for p in model.head.parameters():
+            p.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("name", ["ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn", "fcos_resnet50_fpn"])
+def test_numpy_postprocessing_matches_torchvision(name):
+    """The same raw head outputs through torchvision's postprocess_detections and through edgeship's.
+
+    Random-init backbones give nearly constant features (many tied scores, whose NMS order is
+    arbitrary), so the head outputs are drawn at random instead: distinct scores, a strict comparison.
+    """
+    model = _detector(name, num_classes=5)
+    size = (320, 320)
+    _, head = prepare_detector(model, size)
+    rng = np.random.default_rng(0)
+    count = len(head.anchors)
+    raw = {"bbox_regression": rng.normal(0, 0.5, (1, count, 4)).astype(np.float32),
+           "cls_logits": rng.normal(-2, 2, (1, count, 5)).astype(np.float32)}
+    if head.family == "fcos":
+        raw["bbox_ctrness"] = rng.normal(0, 1, (1, count, 1)).astype(np.float32)
+        raw["bbox_regression"] = np.abs(raw["bbox_regression"])  # FCOS regresses distances, >= 0
+    tensors = {k: torch.from_numpy(v) for k, v in raw.items()}
+    anchors = [torch.from_numpy(head.anchors)]
+    with torch.no_grad():
+        if head.family == "ssd":
+            ref = model.postprocess_detections(tensors, anchors, [size])[0]
+        else:
+            split = {k: list(v.split(head.level_sizes, dim=1)) for k, v in tensors.items()}
+            ref = model.postprocess_detections(split, [list(a.split(head.level_sizes)) for a in anchors], [size])[0]
+    got = postprocess([raw[name] for name in head.outputs], head)[0]
+    assert len(ref["boxes"]) > 5
+    assert len(got["boxes"]) == len(ref["boxes"])
+    np.testing.assert_allclose(got["boxes"], ref["boxes"].numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got["scores"], ref["scores"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["labels"], ref["labels"].numpy())
+
+
+def test_nms_matches_torchvision_and_stops_early_exactly():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 200, (500, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (500, 2)).astype(np.float32)], axis=1)
+    scores = rng.permutation(500).astype(np.float32) / 500  # distinct scores
+    labels = rng.integers(0, 4, 500)
+    ref = box_ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), 0.5).numpy()
+    np.testing.assert_array_equal(batched_nms(boxes, scores, labels, 0.5), ref)
+    np.testing.assert_array_equal(batched_nms(boxes, scores, labels, 0.5, max_keep=20), ref[:20])
+    assert len(batched_nms(boxes[:0], scores[:0], labels[:0], 0.5)) == 0
+
+
+def test_box_decoding_inverts_torchvision_encoding():
+    from torchvision.models.detection._utils import BoxCoder
+
+    rng = np.random.default_rng(1)
+    anchors = np.concatenate([rng.uniform(0, 100, (50, 2)), rng.uniform(110, 200, (50, 2))], axis=1).astype(np.float32)
+    targets = anchors + rng.uniform(-10, 10, anchors.shape).astype(np.float32)
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    codes = coder.encode_single(torch.from_numpy(targets), torch.from_numpy(anchors)).numpy()
+    np.testing.assert_allclose(decode_boxes(codes, anchors, "ssd", (10, 10, 5, 5)), targets, atol=1e-3)
+
+
+def test_box_parity_counts_matches_by_label_and_iou():
+    a = {"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], np.float32),
+         "scores": np.array([0.9, 0.8, 0.7], np.float32), "labels": np.array([1, 1, 2])}
+    b = {"boxes": np.array([[1, 1, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]], np.float32),
+         "scores": np.array([0.85, 0.75, 0.6], np.float32), "labels": np.array([1, 2, 2])}
+    parity = box_parity(a, b)
+    assert parity["matched"] == 2 and parity["recall"] == pytest.approx(2 / 3) and parity["precision"] == pytest.approx(2 / 3)
+
+
+SSD_SPEC = InputSpec(shape=(None, 3, 320, 320),
+                     preprocess=Preprocess(scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="stretch"))
+
+
+@pytest.fixture(scope="module")
+def ssd_bundle(tmp_path_factory):
+    model = _detector("ssdlite320_mobilenet_v3_large", num_classes=5)
+    model.detections_per_img = 20  # a COCO-sized output (maxDets 100) keeps mAP comparisons meaningful
+    calib = np.concatenate([SSD_SPEC.apply_preprocess(img) for img in _blocky_images(24, 480, 640, seed=1)])
+    bundle = edgeship.compress(model, input_spec=SSD_SPEC, calibration=calib, precision=["fp32", "int8"],
+                               output=tmp_path_factory.mktemp("ssd") / "ssd.edgeship", show_progress=False)
+    return model, bundle
+
+
+@pytest.mark.slow
+def test_detector_bundle_records_its_postprocessing_and_keeps_heads_in_fp(ssd_bundle):
+    _, bundle = ssd_bundle
+    manifest = bundle.manifest
+    assert manifest["task"] == "detection"
+    assert manifest["detection"]["postprocessing"] == "edgeship (numpy)"
+    assert "anchors.npy" in manifest["source"]["files"]
+    heads = head_layers(bundle.source_onnx)
+    assert len(heads) == 12 and all("/head/" in name for name in heads)  # 6 levels x (box, score)
+    for target in ("openvino-cpu", "onnxruntime-cpu"):
+        fp = bundle.artifact(target, "int8")["options"]["fp_layers"]
+        assert all(any(h in layer for layer in fp) for h in heads), (target, fp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["openvino-cpu", "onnxruntime-cpu"])
+def test_detector_runs_on_raw_images_in_their_own_coordinates(ssd_bundle, target):
+    model, bundle = ssd_bundle
+    images = _blocky_images(3, 480, 640, seed=2)
+    with Detector(bundle, target, "fp32") as fp32, Detector(bundle, target, "int8") as int8:
+        got, got8 = fp32(images), int8(images)
+    # torch on the same resized, normalised input, then scaled back by hand: 640/320 across, 480/320 down
+    x = torch.from_numpy(np.concatenate([SSD_SPEC.apply_preprocess(img) for img in images]))
+    dense, head = prepare_detector(model, (320, 320))
+    with torch.no_grad():
+        ref = postprocess([o.numpy() for o in dense(x)], head)
+    for r, g in zip(ref, got):
+        assert g["boxes"].shape == r["boxes"].shape and g["boxes"].dtype == np.float32
+        scaled = dict(r, boxes=r["boxes"] * np.array([2, 1.5, 2, 1.5], np.float32))
+        # random-init backbones tie many scores, so the boxes are compared as sets, not in order
+        same = box_parity(scaled, g, iou=0.95)
+        assert same["recall"] >= 0.95 and same["precision"] >= 0.95, same
+        assert g["boxes"][:, 2].max() <= 640 and g["boxes"][:, 3].max() <= 480
+    # INT8 (heads in FP) against FP32 on the raw head outputs: with tied scores, which of the equal boxes
+    # survive NMS is arbitrary, so the heads' numbers are what can be compared honestly
+    with bundle.load(target, "fp32") as fp32_rt, bundle.load(target, "int8") as int8_rt:
+        a, b = fp32_rt.run(x.numpy()), int8_rt.run(x.numpy())
+    for name in head.outputs:
+        assert np.corrcoef(a[name].ravel(), b[name].ravel())[0, 1] > 0.95, name
+    assert all(len(d["boxes"]) == len(r["boxes"]) for d, r in zip(got8, ref))
+
+
+@pytest.mark.slow
+def test_keep_fp_override_quantizes_the_heads(tmp_path):
+    model = _detector("ssdlite320_mobilenet_v3_large", num_classes=3)
+    calib = np.concatenate([SSD_SPEC.apply_preprocess(img) for img in _blocky_images(8, 320, 320)])
+    bundle = edgeship.compress(model, input_spec=SSD_SPEC, calibration=calib, precision="int8", targets=["onnxruntime-cpu"],
+                               recipe=Recipe(keep_fp=()), output=tmp_path / "all.edgeship", show_progress=False)
+    assert bundle.artifact("onnxruntime-cpu", "int8")["options"]["fp_layers"] == []
+
+
+@pytest.mark.slow
+def test_two_stage_detector_is_exported_whole_and_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    model = D.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=5).eval()
+    spec = InputSpec(shape=(1, 3, 320, 320), preprocess=Preprocess(
+        scale=1 / 255, mean=tuple(model.transform.image_mean), std=tuple(model.transform.image_std), resize="stretch"))
+    bundle = edgeship.compress(model, input_spec=spec, precision="fp32", output=tmp_path / "frcnn.edgeship",
+                               show_progress=False)
+    assert bundle.manifest["detection"]["postprocessing"] == "in graph"
+    image = _blocky_images(1, 320, 320, seed=3)[0]
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0].items()}
+    for target in ("onnxruntime-cpu", "openvino-cpu"):
+        with Detector(bundle, target) as detector:
+            got = detector([image])[0]
+        parity = box_parity(ref, got)
+        assert len(ref["boxes"]) > 10 and parity["recall"] >= 0.95 and parity["precision"] >= 0.95, (target, parity)
+
+
+def test_detector_spec_errors(tmp_path):
+    model = _detector("ssdlite320_mobilenet_v3_large", num_classes=3)
+    with pytest.raises(ConfigError, match="fixed NCHW input size"):
+        edgeship.compress(model, input_spec=InputSpec(shape=(1, 3, None, None)), precision="fp32",
+                          output=tmp_path / "x.edgeship", show_progress=False)
+    with pytest.raises(ConfigError, match="not supported yet"):
+        edgeship.compress(model, input_spec=SSD_SPEC, precision="fp32", output=tmp_path / "x.edgeship",
+                          recipe=Recipe(prune=edgeship.Prune(ratio=0.3)), show_progress=False)
+    assert not (tmp_path / "x.edgeship").exists()
+
+
+def test_classification_bundle_is_not_a_detector(digits_bundle):
+    with pytest.raises(ConfigError, match="not a detection bundle"):
+        Detector(digits_bundle)
+
+
+@pytest.mark.slow
+def test_benchmark_detection_reports_map_agreement_and_latency(ssd_bundle):
+    """mAP against ground truth = the FP32 graph's own boxes: the FP32 rows score ~100, INT8 rows are judged
+    by how many of those boxes they keep."""
+    from edgeship.benchmarks import benchmark_detection
+    from edgeship.detection import Detector
+
+    _, bundle = ssd_bundle
+    images = _blocky_images(4, 480, 640, seed=5)
+    with Detector(bundle, "onnxruntime-cpu", "fp32") as fp32:
+        truth = [{"boxes": d["boxes"], "labels": d["labels"]} for d in fp32(images)]
+    report = benchmark_detection([bundle], images, truth, runs=3, warmup=1, show_progress=False)
+    assert report.metric == "mAP@[.5:.95]"
+    rows = {(r.target, r.precision): r for r in report.rows if not r.is_reference}
+    assert set(rows) == {(t, p) for t in ("openvino-cpu", "onnxruntime-cpu") for p in ("fp32", "int8")}
+    assert rows["onnxruntime-cpu", "fp32"].agreement_pct == pytest.approx(100.0)
+    assert rows["onnxruntime-cpu", "fp32"].accuracy_pct > 90
+    for row in rows.values():
+        assert row.e2e_p50_ms > row.p50_ms > 0  # end to end includes resize, decode and NMS
+        assert 0 <= row.agreement_pct <= 100 and row.drop_pts is not None
