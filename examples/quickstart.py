@@ -30,4 +30,4 @@ with edgeship.load(bundle.path, target="openvino-cpu") as rt:
 report = edgeship.benchmark([bundle.path], data=(x_val, y_val), metric="top1", reference=model,
                             preprocess=True, runs=50)
 report.print()
-report.save(out / "report")                              # report.json + report.md
+report.save(out / "report")                              # report.json + report.md (+ report.html with edgeship[report])

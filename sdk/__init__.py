@@ -21,6 +21,7 @@ from .errors import (
     LatencyBudgetError,
     MissingDependencyError,
     RuntimeStateError,
+    TuneBudgetError,
     UnknownTargetError,
 )
 from .prune import Prune
@@ -28,10 +29,12 @@ from .recipe import Recipe
 from .spec import InputSpec, Preprocess
 from .targets import Runtime, get_target, list_targets
 from .benchmarks import Report, benchmark
+from .tune import Budget, SearchSpace, tune
 
 __all__ = [
     "__version__",
     "AccuracyBudgetError",
+    "Budget",
     "Bundle",
     "BundleIntegrityError",
     "CompileError",
@@ -47,6 +50,8 @@ __all__ = [
     "Report",
     "Runtime",
     "RuntimeStateError",
+    "SearchSpace",
+    "TuneBudgetError",
     "UnknownTargetError",
     "benchmark",
     "compress",
@@ -55,4 +60,5 @@ __all__ = [
     "load",
     "open_bundle",
     "sensitivity",
+    "tune",
 ]

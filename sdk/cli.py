@@ -5,6 +5,7 @@
     edgeship bench --suite core
     edgeship gate out/report/report.json --max-drop 1.0 --max-p99-ms 12 --min-agreement 0.98
     edgeship calib check frames/ --against today/ --preset imagenet
+    edgeship tune model.onnx --shape ?,3,224,224 --calib calib.npy --val val.npz --max-drop 1 --latency-ms 5 --ray auto
     edgeship demo
     edgeship targets
     edgeship pack out/model.edgeship -o line3-v1.4.edgeship.tar.gz --sign key.pem
@@ -227,6 +228,46 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps({"metric": args.metric, "layers": rows}, indent=2) + "\n")
         print(f"saved {args.out}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """`tune`: exit 0 with a chosen variant, 1 when none meets the budget, 130 when interrupted."""
+    from . import Budget, InputSpec, Preprocess, SearchSpace, TuneBudgetError, tune
+
+    pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
+    spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
+    if Path(args.calib).is_dir():  # a folder of images: decoded and preprocessed as the spec says
+        from .calibration import from_folder
+
+        calib = from_folder(args.calib, spec, size=args.calibration_size)
+    else:
+        calib = _load_array_file(args.calib, "calibration")[0]
+    x_val, y_val = _load_array_file(args.val, "validation")
+    if y_val is None:
+        raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
+    space = SearchSpace(prune_ratios=_floats(args.prune_ratios), precisions=tuple(args.precisions.split(",")),
+                        threads=tuple(None if t in ("default", "auto") else int(t) for t in args.threads.split(",")),
+                        calibration_size=args.calibration_size)
+    try:
+        result = tune(_load_model(args.model), calibration=calib, validation=(x_val, y_val), input_spec=spec,
+                      targets=args.targets.split(","), budget=Budget(max_drop=args.max_drop, latency_ms=args.latency_ms),
+                      space=space, metric=_metric(args.metric), executor="ray" if args.ray else "local",
+                      address=None if args.ray in (None, "local") else args.ray, cache_dir=args.cache,
+                      output=args.out, preprocess_calibration=args.raw_calib, runs=args.runs, retries=args.retries,
+                      trial_timeout_s=args.trial_timeout)
+    except TuneBudgetError as exc:
+        print(f"edgeship tune: {exc}", file=sys.stderr)
+        if exc.report is not None:
+            exc.report.print()
+        return 1
+    except KeyboardInterrupt:
+        print(f"edgeship tune: interrupted; finished trials are cached in {args.cache or 'the cache folder'} and a "
+              "re-run resumes from them", file=sys.stderr)
+        return 130
+    result.report.print()
+    print(result.summary())
+    print(f"wrote {Path(args.out) / 'best.edgeship'} and {Path(args.out) / 'report'}")
     return 0
 
 
@@ -460,6 +501,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration-size", type=int, default=300)
     s.add_argument("--out", default=None, help="save the ranking as JSON")
     s.set_defaults(func=_cmd_sensitivity)
+
+    tn = sub.add_parser("tune", help="compile and measure candidate variants; keep the fastest within a budget")
+    tn.add_argument("model", help="an .onnx file, or 'package.module:factory' returning a torch nn.Module")
+    tn.add_argument("--shape", required=True, help="input shape, '?' for dynamic dims, e.g. ?,3,224,224")
+    tn.add_argument("--input-name", default="input", help="model input name (default: the ONNX model's only input)")
+    tn.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+    tn.add_argument("--calib", required=True, help="calibration: .npy (N, ...), .npz with 'x', or a folder of images")
+    tn.add_argument("--val", required=True, help="validation .npz with inputs 'x' and labels 'y'")
+    tn.add_argument("--raw-calib", action="store_true",
+                    help="--calib/--val arrays are raw uint8 images; apply the preprocessing")
+    tn.add_argument("--scale", type=float, default=1 / 255.0, help="preprocessing scale (raw images)")
+    tn.add_argument("--mean", type=_floats, default=None, help="preprocessing per-channel mean")
+    tn.add_argument("--std", type=_floats, default=None, help="preprocessing per-channel std")
+    tn.add_argument("--bgr-to-rgb", action="store_true", help="reverse the channel order of raw images")
+    tn.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget vs the FP32 reference, in points")
+    tn.add_argument("--latency-ms", type=float, default=None, help="p50 latency budget per call (batch 1), ms")
+    tn.add_argument("--metric", default="top1", help="top1, top5, or 'package.module:function' (predictions, labels) -> [0, 1]")
+    tn.add_argument("--targets", default="openvino-cpu,onnxruntime-cpu", help="comma-separated target names")
+    tn.add_argument("--precisions", default="fp32,fp16,int8,int8+fallback",
+                    help="comma-separated among fp32, fp16, int8, int8+fallback (fp16 only where a target has it)")
+    tn.add_argument("--prune-ratios", default="0", help="comma-separated pruning ratios, e.g. 0,0.25 (torch models)")
+    tn.add_argument("--threads", default="default", help="comma-separated runtime thread counts ('default': the backend's)")
+    tn.add_argument("--calibration-size", type=int, default=300)
+    tn.add_argument("--runs", type=int, default=100, help="timed calls per trial")
+    tn.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
+                    help="run trials on Ray: no value starts a local cluster, 'auto' joins the one running here")
+    tn.add_argument("--retries", type=int, default=2, help="extra attempts for a trial whose worker dies or times out")
+    tn.add_argument("--trial-timeout", type=float, default=None, help="Ray: end a trial's worker after this many seconds")
+    tn.add_argument("--cache", default=None, help="trial cache folder (default ~/.cache/edgeship/tune)")
+    tn.add_argument("--out", default="out/tune", help="folder for best.edgeship and report/ (default out/tune)")
+    tn.set_defaults(func=_cmd_tune)
 
     d = sub.add_parser("demo", help="train a digits CNN, compress it for both CPU targets, benchmark")
     d.add_argument("--out", default="out/demo")

@@ -306,7 +306,7 @@ def _search_ratio(model, spec, config, target_name, backend, precision, calib, c
             artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib)
             with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
                 p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
-        steps.append({"ratio": round(ratio, 4), "p50_ms": p50, "meets": p50 <= config.latency_ms,
+        steps.append({"ratio": ratio, "p50_ms": p50, "meets": p50 <= config.latency_ms,
                       "macs": result.macs_after, "params": result.params_after,
                       "target": target_name, "precision": precision})
         console.log(f"prune search: ratio {ratio:.3f} -> {p50:.3f} ms on {target_name} {precision} "

@@ -8,7 +8,8 @@ Every error edgeship raises on purpose derives from :class:`EdgeshipError`::
     ├── UnknownTargetError       a target name is not registered (lists the known ones)
     ├── CompileError             export, pruning, quantization or a backend's compile step failed
     │   ├── LatencyBudgetError   no pruning ratio met the latency budget (holds every measurement)
-    │   └── AccuracyBudgetError  no INT8/FP mix met the accuracy budget (holds every trial)
+    │   ├── AccuracyBudgetError  no INT8/FP mix met the accuracy budget (holds every trial)
+    │   └── TuneBudgetError      no tuned variant met the accuracy and latency budget (holds the nearest)
     ├── InputValidationError     inputs given to a Runtime do not match its InputSpec
     ├── BundleIntegrityError     a bundle is missing, corrupt, tampered or of an unknown schema
     └── RuntimeStateError        a Runtime was used after close()
@@ -18,6 +19,8 @@ Messages say what failed, what was expected and what came.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "EdgeshipError",
     "ConfigError",
@@ -26,6 +29,7 @@ __all__ = [
     "CompileError",
     "LatencyBudgetError",
     "AccuracyBudgetError",
+    "TuneBudgetError",
     "InputValidationError",
     "BundleIntegrityError",
     "RuntimeStateError",
@@ -69,6 +73,16 @@ class AccuracyBudgetError(CompileError):
     def __init__(self, message: str, trials: list) -> None:
         super().__init__(message)
         self.trials = trials
+
+
+class TuneBudgetError(CompileError):
+    """No measured variant of a ``tune`` sweep met the budget; ``nearest`` holds the closest trials
+    (nearest first) and ``report`` every trial."""
+
+    def __init__(self, message: str, nearest: list, report: Any = None) -> None:
+        super().__init__(message)
+        self.nearest = nearest
+        self.report = report
 
 
 class InputValidationError(EdgeshipError, ValueError):

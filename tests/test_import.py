@@ -140,6 +140,7 @@ print(json.dumps({{"error": error}}))
 PUBLIC_API = [
     "__version__",
     "AccuracyBudgetError",
+    "Budget",
     "Bundle",
     "BundleIntegrityError",
     "CompileError",
@@ -155,6 +156,8 @@ PUBLIC_API = [
     "Report",
     "Runtime",
     "RuntimeStateError",
+    "SearchSpace",
+    "TuneBudgetError",
     "UnknownTargetError",
     "benchmark",
     "compress",
@@ -163,6 +166,7 @@ PUBLIC_API = [
     "load",
     "open_bundle",
     "sensitivity",
+    "tune",
 ]
 
 

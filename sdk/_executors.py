@@ -1,0 +1,315 @@
+"""Where ``tune`` trials run: in this process one after another, or as Ray tasks on a cluster.
+
+One trial = compile one candidate with ``edgeship.compress`` (unless its bundle is already compiled)
+and measure it with ``edgeship.benchmark``; :func:`run_trial` does that anywhere and returns a
+JSON-ready outcome. The local executor calls it in order (latency is measured with nothing else
+running). The Ray executor runs each trial as a task that asks for one unit of a custom resource
+named after its target (``{"openvino-cpu": 1}``), so device boxes that join the cluster advertising
+their targets form a farm. Bundles travel through the object store as reproducible tar bytes,
+checked by SHA-256 and unpacked with every file's hash checked. A worker that dies, or runs past the
+trial timeout (its watchdog ends it), is retried; errors edgeship raises on purpose are final.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, EdgeshipError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from ._cache import TrialCache
+    from .recipe import Recipe
+    from .spec import InputSpec
+    from .tune import Candidate
+
+# exit status of a worker that its watchdog ended for running past the trial timeout
+TIMEOUT_EXIT = 75
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs for one trial beside the shared model and data."""
+
+    candidate: "Candidate"
+    key: str
+    compile_key: str
+    recipe: "Recipe"
+    spec: "InputSpec"
+    metric: Any  # a metric name or f(predictions, labels) -> float
+    runs: int
+    warmup: int
+    ci_resamples: int
+    timeout_s: float | None
+
+
+Payload = tuple[Any, Any, tuple[np.ndarray, np.ndarray]]  # (model, CalibrationSet, (inputs, labels))
+OnDone = Callable[[Job, dict[str, Any]], None]
+
+
+def failed_outcome(error: str, retry: bool = False) -> dict[str, Any]:
+    """An outcome for a trial that produced no measurement."""
+    return {"status": "failed", "error": error, "retry": retry, "rows": None, "compiled": False,
+            "compile_s": None, "measure_s": None, "worker_s": None, "host": None, "pid": None,
+            "manifest_sha256": None, "fp_layers": None, "backend_versions": None}
+
+
+def run_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.ndarray, np.ndarray],
+              bundle_dir: Path, compile: bool) -> dict[str, Any]:
+    """Compile (when ``compile``) the candidate into ``bundle_dir`` and measure it; never raises for a
+    failed trial. ``retry`` in the outcome says whether the failure may pass on another attempt."""
+    from .benchmarks import benchmark
+    from .bundle import Bundle
+    from .compress import compress
+
+    c = job.candidate
+    start = time.perf_counter()
+    out = failed_outcome("")
+    out.update(host=socket.gethostname(), pid=os.getpid())
+    try:
+        if compile:
+            t0 = time.perf_counter()
+            compress(model, input_spec=job.spec, output=bundle_dir, calibration=calibration, targets=[c.target],
+                     precision=c.base_precision, recipe=job.recipe, validation=validation if c.fallback else None,
+                     metric=job.metric if c.fallback else None, show_progress=False)
+            out["compile_s"], out["compiled"] = time.perf_counter() - t0, True
+        t0 = time.perf_counter()
+        report = benchmark(bundle_dir, data=validation, metric=job.metric, threads=c.threads, runs=job.runs,
+                           warmup=job.warmup, ci_resamples=job.ci_resamples, targets=[c.target], show_progress=False)
+        out["measure_s"] = time.perf_counter() - t0
+        rows = [r for r in report.rows if not r.is_reference]
+        if not rows:
+            raise MissingDependencyError(f"target '{c.target}' is not available on {socket.gethostname()}: "
+                                         f"the bundle was compiled but cannot run here")
+        from dataclasses import asdict
+
+        reference = next(r for r in report.rows if r.is_reference)
+        entry = Bundle.open(bundle_dir).artifact(c.target, c.base_precision)
+        accuracy = entry.get("options", {}).get("accuracy") or {}
+        out.update(status="ok", error=None, rows={"variant": asdict(rows[0]), "reference": asdict(reference)},
+                   manifest_sha256=rows[0].manifest_sha256, backend_versions=entry.get("backend_versions"),
+                   fp_layers=len(accuracy.get("fp_layers", [])) if c.fallback else None)
+    except MissingDependencyError as exc:  # this machine lacks a backend: another one may have it
+        out.update(error=f"{type(exc).__name__}: {exc}", retry=True)
+    except EdgeshipError as exc:  # raised on purpose: the same inputs fail the same way
+        out.update(error=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # anything else may be transient
+        out.update(error=f"{type(exc).__name__}: {exc}", retry=True)
+    out["worker_s"] = time.perf_counter() - start
+    return out
+
+
+# -- local ---------------------------------------------------------------------------------------------
+class LocalExecutor:
+    """Trials one after another in this process, compiled straight into the cache folder."""
+
+    name = "local"
+
+    def __init__(self, retries: int = 2) -> None:
+        self.retries = retries
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def run(self, jobs: Sequence[Job], payload: Payload, cache: "TrialCache", on_done: OnDone) -> None:
+        failed_compiles: dict[str, tuple[Job, dict[str, Any]]] = {}
+        for job in jobs:
+            if job.compile_key in failed_compiles:  # a compile that failed on purpose fails the same way again
+                first, outcome = failed_compiles[job.compile_key]
+                on_done(job, {**outcome, "attempts": 0, "roundtrip_s": 0.0,
+                              "error": f"not run: compiling {first.candidate.label} failed: {outcome['error']}"})
+                continue
+            attempt = 0
+            while True:
+                attempt += 1
+                compile = not cache.has_bundle(job.compile_key)
+                if compile:
+                    cache.clear_bundle(job.compile_key)
+                t0 = time.perf_counter()
+                outcome = run_trial(job, *payload, bundle_dir=cache.bundle_path(job.compile_key), compile=compile)
+                if not (outcome["retry"] and attempt <= self.retries):
+                    break
+            if outcome["retry"]:
+                outcome["error"] = f"failed on all {attempt} attempts; the last: {outcome['error']}"
+            outcome.update(attempts=attempt, roundtrip_s=time.perf_counter() - t0)
+            if compile and outcome["status"] == "failed" and not outcome["compiled"] and not outcome["retry"]:
+                failed_compiles[job.compile_key] = (job, outcome)
+            on_done(job, outcome)
+
+
+# -- Ray -----------------------------------------------------------------------------------------------
+def _watchdog(timeout_s: float | None) -> threading.Timer | None:
+    """End this worker process after ``timeout_s``: a hung native call cannot be interrupted any other way."""
+    if timeout_s is None:
+        return None
+    timer = threading.Timer(timeout_s, os._exit, args=(TIMEOUT_EXIT,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def remote_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.ndarray, np.ndarray],
+                 bundle_tar: bytes | None, bundle_sha256: str | None) -> tuple[dict[str, Any], bytes | None]:
+    """The body of a Ray trial task: unpack the bundle it was sent (or compile it), measure, and return
+    the outcome and — when it compiled — the bundle as tar bytes for the driver's cache and later trials."""
+    from ._cache import pack_bytes
+    from .archive import unpack
+
+    timer = _watchdog(job.timeout_s)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeship-trial-") as tmp:
+            bundle_dir = Path(tmp) / "trial.edgeship"
+            if bundle_tar is not None:
+                actual = hashlib.sha256(bundle_tar).hexdigest()
+                if actual != bundle_sha256:
+                    return failed_outcome(f"the bundle arrived with SHA-256 {actual[:16]}…, expected "
+                                          f"{str(bundle_sha256)[:16]}…", retry=True), None
+                archive = Path(tmp) / "bundle.tar"
+                archive.write_bytes(bundle_tar)
+                unpack(archive, bundle_dir)
+            outcome = run_trial(job, model, calibration, validation, bundle_dir, compile=bundle_tar is None)
+            data = None
+            if outcome["status"] == "ok" and outcome["compiled"]:
+                data, outcome["bundle_sha256"] = pack_bytes(bundle_dir)
+            return outcome, data
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _require_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError("executor='ray' needs Ray: install it with `pip install \"edgeship[ray]\"` "
+                                     f"({type(exc).__name__}: {exc})") from exc
+    return ray
+
+
+class RayExecutor:
+    """Trials as Ray tasks on the cluster at ``address`` (``"auto"``: the one running here), or on a
+    local cluster started for the sweep (stopped after it) when Ray is not initialised already."""
+
+    name = "ray"
+
+    def __init__(self, targets: Sequence[str], address: str | None = None, retries: int = 2) -> None:
+        self.targets = list(dict.fromkeys(targets))
+        self.address = address
+        self.retries = retries
+        self._started = False
+        self.startup_s = 0.0
+
+    def __enter__(self) -> "RayExecutor":
+        ray = self._ray = _require_ray()
+        t0 = time.perf_counter()
+        if not ray.is_initialized():
+            if self.address is not None or os.environ.get("RAY_ADDRESS"):
+                ray.init(address=self.address, log_to_driver=False)
+            else:  # a one-machine cluster advertising every target of the sweep, one trial per target at a time
+                ray.init(num_cpus=os.cpu_count() or 1, resources={t: 1 for t in self.targets},
+                         include_dashboard=False, log_to_driver=False)
+            self._started = True
+        self.startup_s = time.perf_counter() - t0
+        try:
+            resources = ray.cluster_resources()
+            missing = [t for t in self.targets if resources.get(t, 0) < 1]
+            if missing:
+                raise ConfigError(
+                    f"no node of the Ray cluster advertises the resources {missing}, so their trials would never "
+                    f"run; the cluster has {sorted(k for k in resources if not k.startswith('node:'))}. Start each "
+                    "device with e.g. `ray start --address HEAD:6379 --resources '{\"" + missing[0] + "\": 1}'`")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+
+    def run(self, jobs: Sequence[Job], payload: Payload, cache: "TrialCache", on_done: OnDone) -> None:
+        """Submit every trial; the first of each compile key compiles, the others wait for its bundle."""
+        from ._cache import pack_bytes
+
+        ray = self._ray
+        task = ray.remote(num_returns=2, max_retries=0)(remote_trial)
+        shared = [ray.put(x) for x in payload]
+        groups: dict[str, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.compile_key, []).append(job)
+        bundles: dict[str, tuple[Any, str]] = {}  # compile key -> (object ref of the tar bytes, their SHA-256)
+        pending: dict[Any, tuple[Job, int, Any, float]] = {}
+
+        def submit(job: Job, attempt: int) -> None:
+            tar, sha = bundles.get(job.compile_key, (None, None))
+            meta, out_tar = task.options(resources={job.candidate.target: 1}).remote(job, *shared, tar, sha)
+            pending[meta] = (job, attempt, out_tar, time.perf_counter())
+
+        for key, group in groups.items():
+            if cache.has_bundle(key):
+                data, sha = pack_bytes(cache.bundle_path(key))
+                bundles[key] = (ray.put(data), sha)
+                while group:
+                    submit(group.pop(0), 1)
+            else:
+                submit(group.pop(0), 1)  # it compiles; the rest of its group follow with its bundle
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    job, attempt, out_tar, t0 = pending.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        outcome = failed_outcome(_describe(exc, job.timeout_s), retry=True)
+                    if outcome["retry"] and attempt <= self.retries:
+                        submit(job, attempt + 1)
+                        continue
+                    if outcome["retry"]:
+                        outcome["error"] = f"failed on all {attempt} attempts; the last: {outcome['error']}"
+                    outcome.update(attempts=attempt, roundtrip_s=time.perf_counter() - t0)
+                    key = job.compile_key
+                    if outcome["status"] == "ok" and outcome["compiled"]:
+                        cache.store_bundle_archive(key, ray.get(out_tar), outcome["bundle_sha256"])
+                        bundles[key] = (out_tar, outcome["bundle_sha256"])
+                    on_done(job, outcome)
+                    group = groups[key]
+                    if key in bundles:
+                        while group:
+                            submit(group.pop(0), 1)
+                    elif group and not outcome["retry"] and outcome["compiled"] is False and outcome["status"] == "failed":
+                        # the compile itself failed on purpose (e.g. no INT8/FP mix met the budget): it fails the
+                        # same way for every trial that shares it
+                        for other in group:
+                            on_done(other, {**outcome, "attempts": 0, "roundtrip_s": 0.0,
+                                            "error": f"not run: compiling {job.candidate.label} failed: {outcome['error']}"})
+                        group.clear()
+                    elif group:
+                        submit(group.pop(0), 1)  # the next one compiles
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def _describe(exc: Exception, timeout_s: float | None) -> str:
+    """A Ray failure in words: worker deaths mention the timeout watchdog that may have caused them."""
+    name = type(exc).__name__
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if name in ("WorkerCrashedError", "ActorDiedError", "NodeDiedError", "OutOfMemoryError"):
+        why = " (or its watchdog ended it after the {:g} s trial timeout)".format(timeout_s) if timeout_s else ""
+        return f"the worker died{why}: {name}: {first}"
+    return f"{name}: {first}"
