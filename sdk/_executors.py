@@ -7,7 +7,10 @@ running). The Ray executor runs each trial as a task that asks for one unit of a
 named after its target (``{"openvino-cpu": 1}``), so device boxes that join the cluster advertising
 their targets form a farm. Bundles travel through the object store as reproducible tar bytes,
 checked by SHA-256 and unpacked with every file's hash checked. A worker that dies, or runs past the
-trial timeout (its watchdog ends it), is retried; errors edgeship raises on purpose are final.
+trial timeout (its watchdog ends it), is retried; errors edgeship raises on purpose are final. Per
+target no more tasks are submitted than the cluster has slots, so on Ctrl-C nothing waits in Ray's
+queue: the driver stops submitting and the tasks in flight end with the cluster (or connection) tune
+opened — ``ray.cancel`` is not used, as in Ray 2.x it can crash the driver when it races a finishing task.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ def remote_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.nd
     from .archive import unpack
 
     timer = _watchdog(job.timeout_s)
+    started_at = time.time()
     try:
         with tempfile.TemporaryDirectory(prefix="edgeship-trial-") as tmp:
             bundle_dir = Path(tmp) / "trial.edgeship"
@@ -183,6 +187,7 @@ def remote_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.nd
             data = None
             if outcome["status"] == "ok" and outcome["compiled"]:
                 data, outcome["bundle_sha256"] = pack_bytes(bundle_dir)
+            outcome.update(task_started_at=started_at, task_finished_at=time.time())  # wall clock, for overhead
             return outcome, data
     finally:
         if timer is not None:
@@ -216,7 +221,12 @@ class RayExecutor:
         t0 = time.perf_counter()
         if not ray.is_initialized():
             if self.address is not None or os.environ.get("RAY_ADDRESS"):
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except ConnectionError as exc:
+                    raise ConfigError(f"cannot reach the Ray cluster at {self.address or os.environ['RAY_ADDRESS']!r} "
+                                      f"({exc}); start one with `ray start --head`, or leave the address out to start "
+                                      "a local cluster for the sweep") from None
             else:  # a one-machine cluster advertising every target of the sweep, one trial per target at a time
                 ray.init(num_cpus=os.cpu_count() or 1, resources={t: 1 for t in self.targets},
                          include_dashboard=False, log_to_driver=False)
@@ -241,67 +251,94 @@ class RayExecutor:
             self._started = False
 
     def run(self, jobs: Sequence[Job], payload: Payload, cache: "TrialCache", on_done: OnDone) -> None:
-        """Submit every trial; the first of each compile key compiles, the others wait for its bundle."""
+        """Run every trial. Per target at most as many tasks are in flight as the cluster has units of its
+        resource (nothing queues inside Ray, so an interrupt leaves little running); the first trial of
+        each compile key compiles, the others follow with its bundle."""
+        from collections import deque
+
         from ._cache import pack_bytes
 
         ray = self._ray
         task = ray.remote(num_returns=2, max_retries=0)(remote_trial)
         shared = [ray.put(x) for x in payload]
-        groups: dict[str, list[Job]] = {}
+        resources = ray.cluster_resources()
+        capacity = {t: max(1, int(resources.get(t, 1))) for t in self.targets}
+        groups: dict[str, deque[Job]] = {}
         for job in jobs:
-            groups.setdefault(job.compile_key, []).append(job)
+            groups.setdefault(job.compile_key, deque()).append(job)
         bundles: dict[str, tuple[Any, str]] = {}  # compile key -> (object ref of the tar bytes, their SHA-256)
-        pending: dict[Any, tuple[Job, int, Any, float]] = {}
+        ready: dict[str, deque[tuple[Job, int]]] = {t: deque() for t in self.targets}  # (job, attempt) to submit
+        pending: dict[Any, tuple[Job, int, Any, float]] = {}  # result ref -> (job, attempt, tar ref, submitted at)
+        in_flight = {t: 0 for t in self.targets}
 
-        def submit(job: Job, attempt: int) -> None:
-            tar, sha = bundles.get(job.compile_key, (None, None))
-            meta, out_tar = task.options(resources={job.candidate.target: 1}).remote(job, *shared, tar, sha)
-            pending[meta] = (job, attempt, out_tar, time.perf_counter())
+        def pump() -> None:
+            for target, queue in ready.items():
+                while queue and in_flight[target] < capacity[target]:
+                    job, attempt = queue.popleft()
+                    tar, sha = bundles.get(job.compile_key, (None, None))
+                    submitted_at = time.time()
+                    meta, out_tar = task.options(resources={target: 1}).remote(job, *shared, tar, sha)
+                    pending[meta] = (job, attempt, out_tar, submitted_at)
+                    in_flight[target] += 1
 
-        for key, group in groups.items():
+        def release(key: str, count: int | None = None) -> None:
+            group = groups[key]
+            for _ in range(len(group) if count is None else min(count, len(group))):
+                job = group.popleft()
+                ready[job.candidate.target].append((job, 1))
+
+        for key in groups:
             if cache.has_bundle(key):
                 data, sha = pack_bytes(cache.bundle_path(key))
                 bundles[key] = (ray.put(data), sha)
-                while group:
-                    submit(group.pop(0), 1)
+                release(key)
             else:
-                submit(group.pop(0), 1)  # it compiles; the rest of its group follow with its bundle
+                release(key, 1)  # it compiles; the rest of its group follow with its bundle
+        pump()
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                for ref in ready:
-                    job, attempt, out_tar, t0 = pending.pop(ref)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in done:
+                    job, attempt, out_tar, submitted_at = pending.pop(ref)
+                    target, key = job.candidate.target, job.compile_key
+                    in_flight[target] -= 1
                     try:
                         outcome = ray.get(ref)
                     except ray.exceptions.RayError as exc:
                         outcome = failed_outcome(_describe(exc, job.timeout_s), retry=True)
                     if outcome["retry"] and attempt <= self.retries:
-                        submit(job, attempt + 1)
+                        ready[target].appendleft((job, attempt + 1))
                         continue
                     if outcome["retry"]:
                         outcome["error"] = f"failed on all {attempt} attempts; the last: {outcome['error']}"
-                    outcome.update(attempts=attempt, roundtrip_s=time.perf_counter() - t0)
-                    key = job.compile_key
+                    received_at = time.time()
+                    outcome.update(attempts=attempt, roundtrip_s=received_at - submitted_at, submitted_at=submitted_at,
+                                   received_at=received_at)
                     if outcome["status"] == "ok" and outcome["compiled"]:
                         cache.store_bundle_archive(key, ray.get(out_tar), outcome["bundle_sha256"])
                         bundles[key] = (out_tar, outcome["bundle_sha256"])
                     on_done(job, outcome)
-                    group = groups[key]
                     if key in bundles:
-                        while group:
-                            submit(group.pop(0), 1)
-                    elif group and not outcome["retry"] and outcome["compiled"] is False and outcome["status"] == "failed":
-                        # the compile itself failed on purpose (e.g. no INT8/FP mix met the budget): it fails the
-                        # same way for every trial that shares it
-                        for other in group:
+                        release(key)
+                    elif outcome["status"] == "failed" and not outcome["retry"] and not outcome["compiled"]:
+                        # the compile itself failed on purpose (e.g. no INT8/FP mix met the budget): it fails
+                        # the same way for every trial that shares it
+                        while groups[key]:
+                            other = groups[key].popleft()
                             on_done(other, {**outcome, "attempts": 0, "roundtrip_s": 0.0,
                                             "error": f"not run: compiling {job.candidate.label} failed: {outcome['error']}"})
-                        group.clear()
-                    elif group:
-                        submit(group.pop(0), 1)  # the next one compiles
+                    else:
+                        release(key, 1)  # the next one compiles
+                pump()
         except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            # No ray.cancel: in Ray 2.x it can crash the driver when it races a finishing task (ray-project/ray
+            # #54798, #54846). What is in flight (one task per slot) ends with the cluster or the connection when
+            # tune opened it, and otherwise runs to its end with the result dropped.
+            if not self._started and pending:
+                from ._progress import console
+
+                console.log(f"{len(pending)} trial task(s) already running on the Ray cluster finish on their own; "
+                            "their results are dropped")
             raise
 
 

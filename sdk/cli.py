@@ -525,8 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--threads", default="default", help="comma-separated runtime thread counts ('default': the backend's)")
     tn.add_argument("--calibration-size", type=int, default=300)
     tn.add_argument("--runs", type=int, default=100, help="timed calls per trial")
-    tn.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
-                    help="run trials on Ray: no value starts a local cluster, 'auto' joins the one running here")
+    tn.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                    help="run trials on Ray: 'local' starts a cluster for the sweep, 'auto' joins the one running "
+                         "here, HOST:PORT joins that one")
     tn.add_argument("--retries", type=int, default=2, help="extra attempts for a trial whose worker dies or times out")
     tn.add_argument("--trial-timeout", type=float, default=None, help="Ray: end a trial's worker after this many seconds")
     tn.add_argument("--cache", default=None, help="trial cache folder (default ~/.cache/edgeship/tune)")

@@ -8,8 +8,10 @@ fastest: it is measured like the rest, and an INT8 variant slower than a higher-
 same model on the same target is never chosen.
 
 The choice is the fastest variant (p50 latency) whose accuracy drop against the unpruned FP32
-reference is within ``Budget.max_drop`` and whose p50 is within ``Budget.latency_ms``; when none
-is, :class:`~edgeship.errors.TuneBudgetError` names the nearest trials. Trials are cached on disk by
+reference is within ``Budget.max_drop`` and whose p50 is within ``Budget.latency_ms`` — where p50
+95% intervals overlap the fastest one's, the least modified variant of the tie wins (see
+:func:`select`); when none is within the budget, :class:`~edgeship.errors.TuneBudgetError` names the
+nearest trials. Trials are cached on disk by
 content hash (see :mod:`edgeship._cache`), so a re-run does no repeated work and an interrupted sweep
 resumes. ``executor="ray"`` runs the trials as Ray tasks (see :mod:`edgeship._executors`).
 """
@@ -42,8 +44,10 @@ if TYPE_CHECKING:
 FALLBACK = "int8+fallback"
 PRECISION_CHOICES = ("fp32", "fp16", "int8", FALLBACK)
 _HIGHER = ("fp32", "fp16")  # what an INT8 variant must beat on latency to be chosen
+_MODIFICATION = {"fp32": 0, "fp16": 1, FALLBACK: 2, "int8": 3}  # among latency ties, the lowest wins
 _DEFAULT_TARGETS = ("openvino-cpu", "onnxruntime-cpu")
 TUNE_SCHEMA_VERSION = 1
+_TIMELINE = ("submitted_at", "task_started_at", "task_finished_at", "received_at")
 
 
 @dataclass(frozen=True)
@@ -227,9 +231,11 @@ class Trial:
     worker_s: float | None = None
     roundtrip_s: float | None = None
     host: str | None = None
+    pid: int | None = None
     bundle_path: Path | None = None
     fp_layers: int | None = None
     key: str = ""
+    timeline: dict[str, float] = field(default_factory=dict)  # Ray: submitted_at, task_started_at, ... (unix s)
     notes: list[str] = field(default_factory=list)  # why it was or was not chosen
 
     @property
@@ -295,8 +301,10 @@ class Trial:
                    error=record.get("error"), attempts=int(record.get("attempts", 1)), cached=cached,
                    compiled=bool(record.get("compiled")) and not cached, compile_s=record.get("compile_s"),
                    measure_s=record.get("measure_s"), worker_s=record.get("worker_s"),
-                   roundtrip_s=record.get("roundtrip_s"), host=record.get("host"), bundle_path=bundle_path,
-                   fp_layers=record.get("fp_layers"), key=record.get("key", ""))
+                   roundtrip_s=record.get("roundtrip_s"), host=record.get("host"), pid=record.get("pid"),
+                   bundle_path=bundle_path,
+                   fp_layers=record.get("fp_layers"), key=record.get("key", ""),
+                   timeline={k: record[k] for k in _TIMELINE if record.get(k) is not None})
 
 
 @dataclass
@@ -372,7 +380,8 @@ def tune(
         space: the candidates (default ``SearchSpace()``: unpruned, every precision, default threads).
         metric: "top1", "top5", or ``f(predictions, labels) -> float in [0, 1]``.
         executor: "local" (in this process, one trial at a time) or "ray" (Ray tasks; ``pip install "edgeship[ray]"``).
-        address: the Ray cluster ("auto": the one running here; None: start a local one for the sweep).
+        address: the Ray cluster: "auto" (the one running on this machine), "HOST:PORT", or None (start a
+            local one for the sweep, one slot per target; ``$RAY_ADDRESS`` is honoured).
         cache_dir: the trial cache (default ``$EDGESHIP_CACHE/tune``, i.e. ``~/.cache/edgeship/tune``).
         output: a folder: the chosen bundle goes to ``output/best.edgeship`` and the report to
             ``output/report`` (also when nothing meets the budget, or the sweep is interrupted).
@@ -390,30 +399,12 @@ def tune(
         KeyboardInterrupt: re-raised after the finished trials are cached (and the report saved to ``output``).
     """
     from .calibration import collect
-    from .targets import get_target, get_target_class
 
     started = time.perf_counter()
     budget = budget if budget is not None else Budget()
     space = space if space is not None else SearchSpace()
-    if not isinstance(budget, Budget):
-        raise ConfigError(f"budget must be an edgeship.Budget, got {type(budget).__name__}")
-    if not isinstance(space, SearchSpace):
-        raise ConfigError(f"space must be an edgeship.SearchSpace, got {type(space).__name__}")
-    if not isinstance(input_spec, InputSpec):
-        raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(input_spec).__name__}")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
-    if address is not None and executor != "ray":
-        raise ConfigError("address is the Ray cluster's; pass executor='ray' with it")
-    if not isinstance(retries, int) or retries < 0 or runs < 1 or warmup < 0:
-        raise ConfigError(f"retries must be an int >= 0, runs >= 1 and warmup >= 0; got {retries}, {runs}, {warmup}")
-    if trial_timeout_s is not None and not trial_timeout_s > 0:
-        raise ConfigError(f"trial_timeout_s must be > 0 seconds or None, got {trial_timeout_s!r}")
     targets = [targets] if isinstance(targets, str) else list(dict.fromkeys(targets))
-    if not targets:
-        raise ConfigError("tune needs at least one target")
-    for name in targets:  # unknown names fail here; on Ray the workers need the backend, not this machine
-        get_target(name, for_compile=True) if executor == "local" else get_target_class(name)
+    _check_call(budget, space, input_spec, targets, metric, executor, address, runs, warmup, retries, trial_timeout_s)
     source_id = _model_identity(model, space)
     if not (isinstance(validation, tuple) and len(validation) == 2 and validation[1] is not None):
         raise ConfigError("validation must be (inputs, labels): every candidate's accuracy is measured on it")
@@ -489,6 +480,36 @@ def tune(
 
 
 # -- planning -------------------------------------------------------------------------------------------
+def _check_call(budget: Any, space: Any, spec: Any, targets: list[str], metric: Any, executor: str,
+                address: str | None, runs: int, warmup: int, retries: int, timeout_s: float | None) -> None:
+    """Refuse bad arguments before any work, each with what was expected and what came."""
+    from .benchmarks.metrics import get_metric
+    from .targets import get_target, get_target_class
+
+    if not isinstance(budget, Budget):
+        raise ConfigError(f"budget must be an edgeship.Budget, got {type(budget).__name__}")
+    if not isinstance(space, SearchSpace):
+        raise ConfigError(f"space must be an edgeship.SearchSpace, got {type(space).__name__}")
+    if not isinstance(spec, InputSpec):
+        raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(spec).__name__}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ConfigError("address is the Ray cluster's; pass executor='ray' with it")
+    if not isinstance(retries, int) or retries < 0 or runs < 1 or warmup < 0:
+        raise ConfigError(f"retries must be an int >= 0, runs >= 1 and warmup >= 0; got {retries}, {runs}, {warmup}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"trial_timeout_s must be > 0 seconds or None, got {timeout_s!r}")
+    if not targets:
+        raise ConfigError("tune needs at least one target")
+    for name in targets:
+        if executor == "local":  # compiled and run here: the backend must be installed here
+            get_target(name, for_compile=True)
+        else:  # on Ray the workers need the backend, not this machine; the name must still be known
+            get_target_class(name)
+    get_metric(metric)  # an unknown metric name fails here, not in every trial
+
+
 def _model_identity(model: Any, space: SearchSpace) -> dict[str, Any]:
     """What identifies the source model in cache keys: its weights' fingerprint and its architecture."""
     from .compress import _fingerprint
@@ -568,18 +589,36 @@ def _slower_int8(trials: Sequence[Trial]) -> dict[int, str]:
 
 
 def select(trials: Sequence[Trial], budget: Budget) -> tuple[Trial | None, dict[str, Trial], dict[int, str]]:
-    """(the fastest trial within ``budget``, the fastest per target, why INT8 trials were excluded).
+    """(the chosen trial within ``budget``, the chosen one per target, why INT8 trials were excluded).
 
-    Trials must carry drops against the reference already. Ties on p50 go to higher accuracy.
+    The choice is the fastest p50 — but trials whose p50 95% interval overlaps the fastest one's are
+    tied with it (the difference is measurement noise), and among tied trials the least modified wins:
+    higher precision (fp32, fp16, int8+fallback, int8), then less pruning, then the lower p50. So a
+    noise-level edge never picks INT8 or pruning over FP32. Trials must carry drops against the
+    reference already.
     """
     excluded = _slower_int8(trials)
     eligible = [t for t in trials if t.ok and id(t) not in excluded and budget.meets(t.drop_pts, t.p50_ms)]
-    order = lambda t: (t.p50_ms, -(t.accuracy_pct or 0.0), t.label)  # noqa: E731
     per_target: dict[str, Trial] = {}
-    for t in sorted(eligible, key=order):
-        per_target.setdefault(t.candidate.target, t)
-    best = min(eligible, key=order) if eligible else None
+    for target in dict.fromkeys(t.candidate.target for t in eligible):
+        per_target[target] = _least_modified_of_fastest([t for t in eligible if t.candidate.target == target])
+    best = _least_modified_of_fastest(eligible) if eligible else None
     return best, per_target, excluded
+
+
+def _least_modified_of_fastest(trials: Sequence[Trial]) -> Trial:
+    """The fastest trial, or the least modified one among those whose p50 cannot be told from it."""
+    fastest = min(trials, key=lambda t: (t.p50_ms, t.label))
+    tied = [t for t in trials if t is fastest or _p50_overlaps(t, fastest)]
+    return min(tied, key=lambda t: (_MODIFICATION[t.candidate.precision], t.candidate.prune_ratio, t.p50_ms, t.label))
+
+
+def _p50_overlaps(t: Trial, fastest: Trial) -> bool:
+    """Whether ``t``'s p50 95% interval reaches down to the fastest trial's (exact p50 when an interval is missing)."""
+    a, b = t.row.p50_ci_ms, fastest.row.p50_ci_ms
+    if a is None or b is None:
+        return t.p50_ms == fastest.p50_ms
+    return a[0] <= b[1]
 
 
 def _current_best(trials: Mapping[str, Trial], budget: Budget) -> Trial | None:
@@ -592,12 +631,12 @@ def _current_best(trials: Mapping[str, Trial], budget: Budget) -> Trial | None:
     return select(done, budget)[0]
 
 
-def _distance(t: Trial, budget: Budget) -> float:
-    """How far a trial misses the budget, as the sum of its relative overshoots (0 = meets it)."""
-    over = max(0.0, (t.drop_pts or 0.0) - budget.max_drop) / max(budget.max_drop, 1.0)
+def _distance(t: Trial, budget: Budget) -> tuple[int, float]:
+    """How far a trial misses the budget: (how many of its limits it misses, the sum of relative overshoots)."""
+    overs = [max(0.0, (t.drop_pts or 0.0) - budget.max_drop) / max(budget.max_drop, 1.0)]
     if budget.latency_ms is not None:
-        over += max(0.0, t.p50_ms - budget.latency_ms) / budget.latency_ms
-    return over
+        overs.append(max(0.0, t.p50_ms - budget.latency_ms) / budget.latency_ms)
+    return sum(o > 0 for o in overs), sum(overs)
 
 
 # -- the result and its report --------------------------------------------------------------------------
@@ -621,7 +660,7 @@ def _assemble(trials: list[Trial], budget: Budget, settings: dict[str, Any], sta
     pareto = sorted((t for t in trials if t.ok and id(t.row) in front_rows), key=lambda t: t.p50_ms)
     if best is None:
         measured = [t for t in trials if t.ok]
-        nearest = sorted(measured, key=lambda t: (_distance(t, budget) + (1.0 if id(t) in excluded else 0.0), t.p50_ms))[:3]
+        nearest = sorted(measured, key=lambda t: (id(t) in excluded, *_distance(t, budget), t.p50_ms))[:3]
         failed = len(trials) - len(measured)
         raise TuneBudgetError(
             f"no variant meets the budget ({budget.describe()}, drop vs the FP32 reference at "
@@ -648,7 +687,7 @@ def _report(trials: Sequence[Trial], reference: "Row", budget: Budget, settings:
             row.variant, row.precision, row.recommended = t.candidate.variant, t.candidate.precision, id(t) in chosen_ids
             flags = []
             if t is best:
-                flags.append("chosen")
+                flags.append("chosen" + _tie_note(t, trials, budget, excluded))
             if row.drop_pts is not None and row.drop_pts > budget.max_drop + 1e-9:
                 flags.append(f"drop {row.drop_pts:.2f} pts > budget {budget.max_drop:g}")
             if budget.latency_ms is not None and row.p50_ms > budget.latency_ms:
@@ -681,11 +720,22 @@ def _report(trials: Sequence[Trial], reference: "Row", budget: Budget, settings:
     return report
 
 
+def _tie_note(best: Trial, trials: Sequence[Trial], budget: Budget, excluded: Mapping[int, str]) -> str:
+    """Why the chosen trial is not the one with the lowest p50, when it is not."""
+    eligible = [t for t in trials if t.ok and id(t) not in excluded and budget.meets(t.drop_pts, t.p50_ms)]
+    fastest = min(eligible, key=lambda t: (t.p50_ms, t.label))
+    if fastest is best:
+        return ""
+    return (f" over {fastest.label} (p50 {fastest.p50_ms:.3f} vs {best.p50_ms:.3f} ms: the 95% intervals overlap, "
+            "so the least modified of the tied variants)")
+
+
 def _trial_info(t: Trial) -> dict[str, Any]:
-    """Per-trial bookkeeping for the report's settings: where and how it ran."""
+    """Per-trial bookkeeping for the report's settings: where and how it ran (Ray: wall-clock submit,
+    task start and end, receipt — what the overhead of the cluster is computed from)."""
     return {"label": t.label, "status": t.status, "key": t.key[:16], "cached": t.cached, "attempts": t.attempts,
             "compile_s": t.compile_s, "measure_s": t.measure_s, "worker_s": t.worker_s,
-            "roundtrip_s": t.roundtrip_s, "host": t.host}
+            "roundtrip_s": t.roundtrip_s, "host": t.host, "pid": t.pid, **t.timeline}
 
 
 def _partial_report(trials: Mapping[str, Trial], jobs: Sequence[Job], budget: Budget, settings: dict[str, Any],
