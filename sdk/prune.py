@@ -52,7 +52,7 @@ class Prune:
     recover: Literal["none", "distill"] = "none"
     distill_epochs: int = 20
     distill_loss: Literal["kl", "mse"] = "kl"
-    distill_lr: float = 3e-3
+    distill_lr: float = 1e-2
     distill_samples: int = 2000
     max_ratio: float = 0.9
     search_steps: int = 5
