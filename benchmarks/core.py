@@ -48,10 +48,10 @@ def _direct_runner(bundle: Any, target: str, precision: str, threads: int) -> Ca
     return lambda x: session.run(None, {name: x})
 
 
-def _interleaved(fns: dict[str, Callable[[], Any]], runs: int, rounds: int = 5) -> dict[str, float]:
+def _interleaved(fns: dict[str, Callable[[], Any]], runs: int, rounds: int = 15) -> dict[str, float]:
     """Median over ``rounds`` of each function's p50 (ms), the functions taking turns every round."""
     p50s: dict[str, list[float]] = {k: [] for k in fns}
-    per_round = max(runs // rounds, 5)
+    per_round = max(runs // rounds, 20)
     for _ in range(rounds):
         for key, fn in fns.items():
             p50s[key].append(measure_latency(fn, runs=per_round, warmup=3).p50_ms)
