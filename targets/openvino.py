@@ -177,13 +177,18 @@ class OpenVINORuntime(Runtime):
         artifact: Artifact,
         threads: int | None = None,
         performance_hint: str = "LATENCY",
+        inference_precision: str | None = None,
     ) -> None:
+        """``inference_precision`` overrides the artifact's pinned hint ("f32", "bf16", "f16"), e.g. to
+        measure whether bf16 pays on this CPU; ``performance_hint`` is OpenVINO's ("LATENCY", "THROUGHPUT")."""
         self._xml = xml_path
         self._names = {"inputs": artifact.options.get("inputs"), "outputs": artifact.options.get("outputs")}
-        self._config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": artifact.options.get("inference_precision", "f32"),
-            "PERFORMANCE_HINT": performance_hint,
-        }
+        precision = inference_precision or artifact.options.get("inference_precision", "f32")
+        if precision not in ("f32", "bf16", "f16"):
+            raise ConfigError(f"inference_precision must be 'f32', 'bf16' or 'f16', got {precision!r}")
+        if performance_hint not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
+            raise ConfigError(f"performance_hint must be LATENCY, THROUGHPUT or CUMULATIVE_THROUGHPUT, got {performance_hint!r}")
+        self._config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": performance_hint}
         if threads is not None:
             if threads < 1:
                 raise ConfigError(f"threads must be >= 1, got {threads}")

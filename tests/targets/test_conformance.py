@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import edgeship
+from edgeship import demo
 from edgeship import ConfigError, InputSpec, InputValidationError, RuntimeStateError, UnknownTargetError
 from edgeship.targets import RuntimeState, TensorInfo, get_target_class
 
@@ -292,3 +293,16 @@ def test_missing_backend_is_an_error_naming_the_extra(digits_bundle, tmp_path):
         assert "onnxruntime-cpu" in result[what] and "edgeship[onnxruntime]" in result[what], result[what]
     assert result["fallback"] == "openvino-cpu"
     assert not (tmp_path / "x.edgeship").exists()
+
+
+def test_openvino_inference_precision_can_be_overridden_at_load(digits_bundle, digits_data):
+    """The artifact pins f32; a load option measures another hint (bf16 where the CPU has it) on demand."""
+    pytest.importorskip("openvino")
+    x = demo.DIGITS_SPEC.apply_preprocess(digits_data[2][:64])
+    with digits_bundle.load("openvino-cpu", "fp32") as f32, \
+            digits_bundle.load("openvino-cpu", "fp32", inference_precision="bf16") as bf16:
+        a, b = f32.run(x)["output"], bf16.run(x)["output"]
+        assert f32._config["INFERENCE_PRECISION_HINT"] == "f32" and bf16._config["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.9
+    with pytest.raises(edgeship.ConfigError, match="inference_precision"):
+        digits_bundle.load("openvino-cpu", "fp32", inference_precision="int4")
