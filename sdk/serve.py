@@ -1,4 +1,4 @@
-"""Serve a bundle over HTTP with the standard library alone (no web framework to install on the device).
+"""Serve a bundle over HTTP on Starlette + uvicorn (``pip install "edgeship[serve]"``).
 
 Endpoints::
 
@@ -16,12 +16,16 @@ Load is bounded: at most ``workers`` inferences run and ``workers + max_queue`` 
 body is read, so memory does not grow with the load.
 Bodies past ``max_body`` get 413, bodies that stall get 408. When the served path is an install root,
 a switch of ``current`` (install or rollback) is picked up on the next request. SIGTERM/SIGINT stop
-accepting connections and let in-flight requests finish.
+accepting connections and let in-flight requests finish (uvicorn's graceful shutdown).
+
+The event loop only parses requests and answers; decoding, inference and postprocessing run on the
+server's ``workers`` inference threads and reloads on one more, so the loop stays responsive under load.
+Starlette and uvicorn are imported when a server is built, not by ``import edgeship``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import hmac
 import io
 import json
@@ -31,7 +35,7 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ import numpy as np
 
 from .bundle import CURRENT, Bundle
 from .errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
+from ._lazy import require
 from .postprocess import Postprocess, read_labels
 from .signing import configured_public_key
 
@@ -48,6 +53,8 @@ API_KEY_ENV = "EDGESHIP_API_KEY"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
 _MAX_IMAGE_PIXELS = 40_000_000
+_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+_DRAIN_LIMIT = 1 << 20  # refused bodies up to this size are drained (keep-alive); larger ones close the connection
 
 
 class _HTTPError(Exception):
@@ -226,26 +233,29 @@ class _Metrics:
         return "\n".join(lines) + "\n"
 
 
-class ModelServer(ThreadingHTTPServer):
-    """An HTTP server for one bundle folder or install root; see the module doc for the endpoints.
+class ModelServer:
+    """An HTTP server (a Starlette app on uvicorn) for one bundle folder or install root; see the module doc.
 
-    Start with ``serve_forever()`` (in a thread for tests); ``server_address`` holds the bound port
-    (pass ``port=0`` for an ephemeral one). ``close()`` stops it and releases the runtimes.
+    The constructor loads the model and binds the socket (``server_address`` holds the bound address; pass
+    ``port=0`` for an ephemeral one). ``serve_forever()`` runs uvicorn until ``shutdown()`` (from another
+    thread) or, in the main thread, SIGTERM/SIGINT; in-flight requests finish first. ``close()`` stops it
+    and releases the runtimes. ``app`` is the ASGI application, ``uvicorn`` the ``uvicorn.Server``.
     """
 
-    daemon_threads = False  # server_close() waits for in-flight requests: graceful shutdown
-    request_queue_size = 128  # the listen backlog; the bounded queue, not the kernel, turns clients away
-    block_on_close = True
+    backlog = 128  # the listen backlog; the bounded queue, not the kernel, turns clients away
 
     def __init__(self, path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, *,
                  target: str | None = None, precision: str | None = None, workers: int = 1, max_queue: int = 8,
                  max_body: int = 16 << 20, body_timeout: float = 10.0, api_key: str | None = None,
-                 public_key: Any = None, verbose: bool = False, **options: Any) -> None:
+                 public_key: Any = None, verbose: bool = False, graceful_timeout: float | None = None,
+                 **options: Any) -> None:
         """``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
-        signed with it. ``options`` go to the target (e.g. ``threads``)."""
+        signed with it. ``graceful_timeout``: seconds shutdown waits for in-flight requests (None: no limit).
+        ``options`` go to the target (e.g. ``threads``)."""
         if workers < 1 or max_queue < 0 or max_body < 1:
             raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={workers}, "
                               f"max_queue={max_queue}, max_body={max_body}")
+        uvicorn = require("uvicorn", "edgeship serve")
         self.path = Path(path)
         self.install_root = self.path if (self.path / CURRENT).is_symlink() else None
         self.workers, self.max_queue, self.max_body, self.body_timeout = workers, max_queue, max_body, body_timeout
@@ -257,20 +267,36 @@ class ModelServer(ThreadingHTTPServer):
         self._admission = threading.BoundedSemaphore(workers + max_queue)
         self._reload_lock = threading.Lock()
         self._failed_reload: str | None = None
+        # blocking work runs off the event loop on threads this server owns (joined by close()): inference on
+        # ``workers`` threads (the limiter: more admitted requests wait in the loop, holding no thread), model
+        # checks and reloads on one more, so /healthz and /metrics answer while every runtime is busy
+        self._inference = ThreadPoolExecutor(workers, thread_name_prefix="edgeship-infer")
+        self._control = ThreadPoolExecutor(1, thread_name_prefix="edgeship-reload")
+        self.app = self._build_app()
         self.model = self._load(self.path)
         try:
-            super().__init__((host, port), _Handler)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.socket = socket.create_server((host, port), family=family, backlog=self.backlog)
         except OSError:
             self.model.retire()
             raise
+        self.server_address = self.socket.getsockname()
+        config = uvicorn.Config(self.app, lifespan="on", log_config=uvicorn.config.LOGGING_CONFIG if verbose else None,
+                                access_log=verbose, log_level="info" if verbose else "warning", server_header=False,
+                                backlog=self.backlog, timeout_graceful_shutdown=graceful_timeout)
+        self.uvicorn = uvicorn.Server(config)
+        self._serving = threading.Event()
+        self._stopped = threading.Event()
 
+    # -- the model, admission and prediction (no HTTP here) ----------------------------------------
     def _load(self, path: Path) -> _Loaded:
         target, precision, options = self._load_args
         bundle = Bundle.open(path, public_key=configured_public_key(self._public_key))
         return _Loaded(bundle, self.workers, target, precision, options)
 
     def current_model(self) -> _Loaded:
-        """The loaded version, reloaded first if an install root's ``current`` moved since."""
+        """The loaded version, reloaded first if an install root's ``current`` moved since (blocking: call it
+        from a worker thread, not the event loop)."""
         if self.install_root is not None:
             now = os.path.realpath(self.install_root / CURRENT)
             if now != str(self.model.bundle.path) and now != self._failed_reload:
@@ -307,7 +333,7 @@ class ModelServer(ThreadingHTTPServer):
         self._admission.release()
 
     def predict(self, body: bytes, content_type: str) -> dict[str, Any]:
-        """Decode, run and postprocess one request body (the caller holds an admission)."""
+        """Decode, run and postprocess one request body (blocking; the caller holds an admission)."""
         while True:  # a reload while this request waited retires its version: decode again for the new one
             model = self.current_model()
             x, raw = decode_body(body, content_type, model.bundle.spec)
@@ -329,145 +355,147 @@ class ModelServer(ThreadingHTTPServer):
             reply["outputs"] = {name: value.tolist() for name, value in outputs.items()}
         return reply
 
-    def close(self) -> None:
-        """Stop serving (if serving), wait for in-flight requests and release the runtimes."""
-        self.server_close()
-        self.model.retire()
+    # -- the ASGI application ----------------------------------------------------------------------
+    def _build_app(self) -> Any:
+        require("starlette", "edgeship serve")
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.routing import Route
 
+        async def refused(request: Any, exc: Any) -> Any:  # Starlette's own 404 (unknown path) and 405
+            path = request.url.path
+            if exc.status_code == 404:
+                message = f"no endpoint {path}; endpoints: {', '.join(_PATHS)}"
+            else:
+                message = f"{path} does not take {request.method}"
+            return self._answer(path, exc.status_code, {"error": message}, dict(exc.headers or {}))
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ModelServer
-    server_version = "edgeship"
+        routes = [Route(p, self._endpoint, methods=_METHODS) for p in _PATHS]
+        return Starlette(routes=routes, exception_handlers={HTTPException: refused})
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        if self.server.verbose:
-            super().log_message(format, *args)
+    def _answer(self, path: str, status: int, doc: Any, headers: dict[str, str] | None = None) -> Any:
+        from starlette.responses import Response
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-        self.server.metrics.count(self.path.split("?")[0], status)
+        self.metrics.count(path, status)
+        return Response((json.dumps(doc) + "\n").encode("utf-8"), status, headers, media_type="application/json")
 
-    def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, (json.dumps(doc) + "\n").encode("utf-8"), "application/json", headers)
-
-    def _authorised(self) -> bool:
-        key = self.server.api_key
-        if key is None:
+    def _authorised(self, headers: Any) -> bool:
+        if self.api_key is None:
             return True
-        given = self.headers.get("X-API-Key") or ""
-        auth = self.headers.get("Authorization") or ""
+        given = headers.get("x-api-key") or ""
+        auth = headers.get("authorization") or ""
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
-        return hmac.compare_digest(given.encode(), key.encode())
+        return hmac.compare_digest(given.encode(), self.api_key.encode())
 
-    def _handle(self, method: str) -> None:
-        path = self.path.split("?")[0]
+    async def _current(self) -> _Loaded:
+        return await asyncio.get_running_loop().run_in_executor(self._control, self.current_model)
+
+    async def _endpoint(self, request: Any) -> Any:
+        from starlette.responses import Response
+
+        path, method = request.url.path, request.method
+        method = "GET" if method == "HEAD" else method
         try:
             if path == "/healthz" and method == "GET":
-                model = self.server.current_model()
-                self._json(200, {"status": "ok", "version": model.version, "target": model.target,
-                                 "precision": model.precision})
-                return
-            if path not in _PATHS:
-                raise _HTTPError(404, f"no endpoint {path}; endpoints: {', '.join(_PATHS)}")
+                model = await self._current()
+                return self._answer(path, 200, {"status": "ok", "version": model.version, "target": model.target,
+                                                "precision": model.precision})
             expected = "POST" if path == "/v1/predict" else "GET"
             if method != expected:
                 raise _HTTPError(405, f"{path} takes {expected}, got {method}", {"Allow": expected})
-            if not self._authorised():
+            if not self._authorised(request.headers):
                 raise _HTTPError(401, "missing or wrong API key (send 'Authorization: Bearer KEY' or 'X-API-Key')",
                                  {"WWW-Authenticate": "Bearer"})
             if path == "/metrics":
-                text = self.server.metrics.render(self.server.current_model())
-                self._send(200, text.encode("utf-8"), "text/plain; version=0.0.4")
-            elif path == "/v1/model":
-                model = self.server.current_model()
-                self._json(200, {"version": model.version, "target": model.target, "precision": model.precision,
-                                 "signed_by": model.bundle.signed_by, "manifest": model.bundle.manifest})
-            else:
-                self._predict()
+                text = self.metrics.render(await self._current())
+                self.metrics.count(path, 200)
+                return Response(text.encode("utf-8"), 200, media_type="text/plain; version=0.0.4")
+            if path == "/v1/model":
+                model = await self._current()
+                return self._answer(path, 200, {"version": model.version, "target": model.target,
+                                                "precision": model.precision, "signed_by": model.bundle.signed_by,
+                                                "manifest": model.bundle.manifest})
+            return self._answer(path, 200, await self._predict(request))
         except _HTTPError as exc:
-            self._json(exc.status, {"error": exc.message}, exc.headers)
+            return self._answer(path, exc.status, {"error": exc.message}, exc.headers)
         except (InputValidationError, ConfigError) as exc:
-            self._json(400, {"error": str(exc)})
+            return self._answer(path, 400, {"error": str(exc)})
         except MissingDependencyError as exc:
-            self._json(501, {"error": str(exc)})
+            return self._answer(path, 501, {"error": str(exc)})
         except Exception as exc:  # a backend's own error: answer it rather than drop the connection
-            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+            return self._answer(path, 500, {"error": f"{type(exc).__name__}: {exc}"})
 
-    def _predict(self) -> None:
-        length_text = self.headers.get("Content-Length")
+    async def _predict(self, request: Any) -> dict[str, Any]:
+        import anyio
+        from starlette.requests import ClientDisconnect
+
+        length_text = request.headers.get("content-length")
         if length_text is None or not length_text.isdigit():
-            raise _HTTPError(411, "POST /v1/predict needs a Content-Length header (chunked bodies are not accepted)")
+            raise _HTTPError(411, "POST /v1/predict needs a Content-Length header (chunked bodies are not accepted)",
+                             {"Connection": "close"})
         length = int(length_text)
-        if length > self.server.max_body:
-            self._discard(length)
-            raise _HTTPError(413, f"body of {length} bytes is larger than the {self.server.max_body} bytes allowed")
-        if not self.server.admit():
-            self._discard(length)
-            raise _HTTPError(429, f"server busy: {self.server.workers} running and {self.server.max_queue} waiting; "
-                                  "retry later", {"Retry-After": "1"})
+        # refusals come before the body is read: uvicorn drops the unread body (flow control keeps at most
+        # ~64 KiB of it buffered); bodies past _DRAIN_LIMIT close the connection instead of being drained
+        drop = {"Connection": "close"} if length > _DRAIN_LIMIT else {}
+        if length > self.max_body:
+            raise _HTTPError(413, f"body of {length} bytes is larger than the {self.max_body} bytes allowed", drop)
+        if not self.admit():
+            raise _HTTPError(429, f"server busy: {self.workers} running and {self.max_queue} waiting; retry later",
+                             {"Retry-After": "1", **drop})
         start = time.perf_counter()
         try:
-            self.connection.settimeout(self.server.body_timeout)
             try:
-                body = self.rfile.read(length)
-            except (socket.timeout, TimeoutError):
-                self.close_connection = True
-                raise _HTTPError(408, f"the body did not arrive within {self.server.body_timeout} s") from None
+                with anyio.fail_after(self.body_timeout):
+                    body = await request.body()
+            except TimeoutError:
+                raise _HTTPError(408, f"the body did not arrive within {self.body_timeout} s",
+                                 {"Connection": "close"}) from None
+            except ClientDisconnect:
+                raise _HTTPError(400, "the client disconnected before sending the whole body") from None
             if len(body) != length:
-                self.close_connection = True
-                raise _HTTPError(400, f"the body ended after {len(body)} of {length} bytes")
-            reply = self.server.predict(body, self.headers.get("Content-Type", ""))
+                raise _HTTPError(400, f"the body ended after {len(body)} of {length} bytes", {"Connection": "close"})
+            reply = await asyncio.get_running_loop().run_in_executor(
+                self._inference, self.predict, body, request.headers.get("content-type", ""))
         finally:
-            self.server.leave()
-        self.server.metrics.observe(time.perf_counter() - start)
-        self._json(200, reply)
+            self.leave()
+        self.metrics.observe(time.perf_counter() - start)
+        return reply
 
-    def _discard(self, length: int, limit: int = 1 << 20) -> None:
-        """Read and drop a refused body (so the client sees the answer, not a reset), in small chunks:
-        memory stays flat. Past ``limit`` the connection is closed instead."""
-        self.close_connection = True
-        if length > limit:
-            return
-        self.connection.settimeout(min(self.server.body_timeout, 2.0))
-        with contextlib.suppress(OSError):
-            while length > 0:
-                chunk = self.rfile.read(min(length, 65536))
-                if not chunk:
-                    break
-                length -= len(chunk)
+    # -- running and stopping ----------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        """Run uvicorn on the bound socket until :meth:`shutdown` (or SIGTERM/SIGINT in the main thread)."""
+        self._serving.set()
+        try:
+            self.uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._handle("GET")
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Ask uvicorn to stop (in-flight requests finish) and wait for :meth:`serve_forever` to return."""
+        self.uvicorn.should_exit = True
+        if self._serving.is_set():
+            self._stopped.wait(timeout)
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
+    def close(self) -> None:
+        """Stop serving (if serving), wait for in-flight requests and release the runtimes."""
+        self.shutdown()
+        self.socket.close()
+        self._inference.shutdown(wait=True)
+        self._control.shutdown(wait=True)
+        self.model.retire()
 
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, **kwargs: Any) -> None:
     """Serve until SIGTERM or SIGINT, then finish in-flight requests and exit (see :class:`ModelServer`)."""
     server = ModelServer(path, host, port, **kwargs)
-
-    def stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     host_shown, port_shown = server.server_address[:2]
     model = server.model
     print(f"edgeship serve: {model.version} ({model.target} {model.precision}) on http://{host_shown}:{port_shown}",
           flush=True)
+    # uvicorn catches SIGTERM/SIGINT for its graceful shutdown, then raises them again with the handlers it
+    # found: make those no-ops while it runs, so a stop signal ends in a normal return (exit status 0)
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.serve_forever()
     finally:

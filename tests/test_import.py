@@ -14,7 +14,7 @@ import edgeship
 from conftest import BLOCK_COMPRESS_EXTRAS, run_python
 
 HEAVY = ("torch", "torchvision", "onnx", "onnxscript", "nncf", "torch_pruning", "sklearn", "openvino",
-         "onnxruntime", "tensorrt")
+         "onnxruntime", "tensorrt", "starlette", "uvicorn")  # the web stack loads only when a server is built
 
 
 def loaded(modules=HEAVY) -> str:
@@ -27,6 +27,7 @@ def test_import_edgeship_loads_no_backend_and_no_torch():
         import sys, json
         import edgeship
         import edgeship.targets, edgeship.calibration, edgeship.benchmarks, edgeship.demo, edgeship.export
+        import edgeship.serve
         print(json.dumps({{"loaded": {loaded()}}}))
     """)
     assert result["loaded"] == []

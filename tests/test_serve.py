@@ -1,4 +1,5 @@
-"""The HTTP server: a real ThreadingHTTPServer on an ephemeral loopback port, real requests with urllib."""
+"""The HTTP server: a real uvicorn server (the Starlette app) on an ephemeral loopback port in a background
+thread, real requests with urllib."""
 
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ from conftest import DIGIT_LABELS
 @contextlib.contextmanager
 def running(path, **kwargs):
     server = ModelServer(path, "127.0.0.1", 0, **kwargs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)  # uvicorn.Server.run on the bound socket
     thread.start()
     try:
         yield server, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
-        server.shutdown()
+        server.uvicorn.should_exit = True  # uvicorn's own stop flag: in-flight requests finish
         thread.join(timeout=30)
+        assert not thread.is_alive(), "uvicorn did not stop"
         server.close()
 
 
@@ -183,7 +185,7 @@ def test_full_queue_answers_429_before_reading_the_body(labelled_bundle, expecte
             answer = b""
             while b"\r\n\r\n" not in answer:
                 answer += slow.recv(65536)
-            assert answer.startswith(b"HTTP/1.0 200")
+            assert answer.startswith(b"HTTP/1.1 200")
         _, _, text = request(f"{url}/metrics")
         assert 'edgeship_requests_total{path="/v1/predict",code="429"} 1' in text
 
@@ -268,3 +270,54 @@ def test_cli_serve_stops_gracefully_on_sigterm(labelled_bundle, expected):
             proc.wait()
     assert proc.returncode == 0, err
     assert "edgeship serve: stopped" in out
+
+
+def test_stalled_body_gets_408_and_the_connection_closes(labelled_bundle, expected):
+    body = npy(expected[0][:1])
+    with running(labelled_bundle, body_timeout=0.5) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+            slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+            answer = b""
+            while chunk := slow.recv(65536):  # the server closes the connection after answering
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
+        text = request(f"{url}/metrics")[2]
+        assert metric(text, "edgeship_inflight") == 0  # the stalled request gave its place back
+        assert request(f"{url}/v1/predict", body, "application/x-npy")[0] == 200
+
+
+def test_shutdown_lets_an_in_flight_request_finish(labelled_bundle, expected):
+    """should_exit while a request is admitted (its body half sent): uvicorn stops accepting, the request completes."""
+    body = npy(expected[0][:1])
+    with running(labelled_bundle) as (server, url):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+            slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+            deadline = time.monotonic() + 30
+            while metric(request(f"{url}/metrics")[2], "edgeship_inflight") != 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            server.uvicorn.should_exit = True
+            time.sleep(0.5)  # the listener is closed by now; the admitted request is still being waited for
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            slow.sendall(body[10:])
+            answer = b""
+            while chunk := slow.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b'"results"' in answer
+
+
+def test_event_loop_answers_while_the_runtimes_are_busy(labelled_bundle, expected):
+    """Inference runs in worker threads: /healthz answers while the only runtime is held by slow runs."""
+    body = npy(np.repeat(expected[0], 200, axis=0))  # a large batch keeps the one runtime busy a while
+    with running(labelled_bundle, workers=1, max_queue=4) as (_, url):
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            busy = [pool.submit(request, f"{url}/v1/predict", body, "application/x-npy") for _ in range(4)]
+            start = time.perf_counter()
+            assert request(f"{url}/healthz")[0] == 200
+            health_s = time.perf_counter() - start
+            assert all(f.result()[0] == 200 for f in busy)
+        assert health_s < 2.0, health_s

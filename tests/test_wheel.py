@@ -74,7 +74,7 @@ def test_extras_say_what_they_install(wheel_metadata):
     assert {"torch", "nncf", "onnx"} <= requirements_for(metadata, "compress")
     assert "opencv-python-headless" in requirements_for(metadata, "video")
     assert "zstandard" in requirements_for(metadata, "zstd")
-    assert "pillow" in requirements_for(metadata, "serve")
+    assert {"pillow", "starlette", "uvicorn"} <= requirements_for(metadata, "serve")
     assert requirements_for(metadata, "all") >= requirements_for(metadata, "compress") | {"openvino", "onnxruntime"}
 
 
