@@ -123,6 +123,7 @@ class Runtime(ABC):
         self._state = RuntimeState.OPEN
         self._load()
         self._inputs, self._outputs = self._io()
+        self._input_names = {i.name for i in self._inputs}  # checked on every run
 
     # -- public surface ----------------------------------------------------------------------
     @property
@@ -177,9 +178,8 @@ class Runtime(ABC):
                 names = [i.name for i in self._inputs]
                 raise InputValidationError(f"this model has {len(names)} inputs {names}; pass a dict name -> array")
             inputs = {self._inputs[0].name: inputs}
-        expected_names = {i.name for i in self._inputs}
-        if set(inputs) != expected_names:
-            raise InputValidationError(f"expected inputs {sorted(expected_names)}, got {sorted(inputs)}")
+        if inputs.keys() != self._input_names:
+            raise InputValidationError(f"expected inputs {sorted(self._input_names)}, got {sorted(inputs)}")
         feed: dict[str, np.ndarray] = {}
         for info in self._inputs:
             x = inputs[info.name]

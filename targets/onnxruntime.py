@@ -47,6 +47,7 @@ class ONNXRuntimeCPU(Target):
 
     extra = "onnxruntime"
     precisions = ("fp32", "int8")  # the CPU EP has no fast fp16 kernels
+    provider: ClassVar[str] = "CPUExecutionProvider"
 
     @classmethod
     @functools.lru_cache(maxsize=None)
@@ -54,9 +55,11 @@ class ONNXRuntimeCPU(Target):
         if not is_installed("onnxruntime"):
             return False, "onnxruntime is not installed (pip install 'edgeship[onnxruntime]')"
         ort = _ort()
-        if "CPUExecutionProvider" not in ort.get_available_providers():
-            return False, "ONNX Runtime has no CPUExecutionProvider"
-        return True, f"onnxruntime {ort.__version__}"
+        available = ort.get_available_providers()
+        if cls.provider not in available:
+            return False, f"this onnxruntime build has no {cls.provider} (it has {available})"
+        suffix = "" if cls.provider == "CPUExecutionProvider" else f" {cls.provider}"
+        return True, f"onnxruntime {ort.__version__}{suffix}"
 
     def compile(
         self,
@@ -101,6 +104,21 @@ class ONNXRuntimeCPU(Target):
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
+def calibration_reader(spec: "InputSpec", calibration: "CalibrationSet") -> Any:
+    """ONNX Runtime's CalibrationDataReader over edgeship's calibration samples, one pass."""
+    quantization = require("onnxruntime.quantization", "INT8 quantization")
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._samples = iter(calibration.samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            sample = next(self._samples, None)
+            return None if sample is None else {spec.name: sample}
+
+    return Reader()
+
+
 class U8S8Quantizer:
     """Static U8S8 QDQ quantization with per-channel weights, calibrated once on ``calibration``.
 
@@ -138,21 +156,11 @@ class U8S8Quantizer:
 
     def quantize(self, dst: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> Path:
         quantization = require("onnxruntime.quantization", "INT8 quantization for onnxruntime-cpu")
-        spec, samples = self._spec, self._calibration.samples
-
-        class Reader(quantization.CalibrationDataReader):
-            def __init__(self) -> None:
-                self._samples = iter(samples)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                sample = next(self._samples, None)
-                return None if sample is None else {spec.name: sample}
-
         try:
             quantization.quantize_static(
                 str(self._prepared),
                 str(dst),
-                Reader(),
+                calibration_reader(self._spec, self._calibration),
                 quant_format=quantization.QuantFormat.QDQ,
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
@@ -257,19 +265,7 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
     uint8 activations), U8S8 Q/DQ for OpenVINO; FP16 as a float16 graph with float32 inputs/outputs.
     """
 
-    provider: ClassVar[str] = ""
     int8_graph: ClassVar[str] = "u8s8"
-
-    @classmethod
-    @functools.lru_cache(maxsize=None)
-    def availability(cls) -> tuple[bool, str]:
-        if not is_installed("onnxruntime"):
-            return False, "onnxruntime is not installed (pip install 'edgeship[onnxruntime]')"
-        ort = _ort()
-        available = ort.get_available_providers()
-        if cls.provider not in available:
-            return False, f"this onnxruntime build has no {cls.provider} (it has {available})"
-        return True, f"onnxruntime {ort.__version__} {cls.provider}"
 
     @classmethod
     def can_compile(cls) -> tuple[bool, str]:

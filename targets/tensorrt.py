@@ -67,20 +67,14 @@ def symmetric_qdq(src: Path, dst: Path, spec: "InputSpec", calibration: "Calibra
     from onnxruntime.quantization.shape_inference import quant_pre_process
     import tempfile
 
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self._samples = iter(calibration.samples)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            sample = next(self._samples, None)
-            return None if sample is None else {spec.name: sample}
+    from .onnxruntime import calibration_reader
 
     with tempfile.TemporaryDirectory(prefix="edgeship-trt-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True, skip_optimization=True)
             quantization.quantize_static(
-                str(prepared), str(dst), Reader(),
+                str(prepared), str(dst), calibration_reader(spec, calibration),
                 quant_format=quantization.QuantFormat.QDQ,
                 activation_type=quantization.QuantType.QInt8,
                 weight_type=quantization.QuantType.QInt8,
