@@ -8,7 +8,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -48,6 +48,7 @@ def benchmark(
     warmup: int = 10,
     batch_size: int = 1,
     threads: int | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     preprocess: bool = False,
     streams: int = 1,
     budget_pts: float = 1.0,
@@ -55,6 +56,10 @@ def benchmark(
     ci_resamples: int = 200,
     save_to: str | os.PathLike | None = None,
     show_progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    retries: int = 2,
+    task_timeout_s: float | None = None,
 ) -> Report:
     """Measure accuracy and latency of each bundle artifact against an FP32 reference.
 
@@ -68,6 +73,8 @@ def benchmark(
         targets: only these targets (default: every artifact whose backend is available here).
         runs, warmup, batch_size: latency measurement: timed calls, untimed calls, samples per call.
         threads: CPU threads for every runtime (default: each backend's own choice).
+        options: more runtime options per target, e.g. ``{"openvino-cpu": {"inference_precision": "bf16"}}``
+            (each target's ``runtime_options`` lists what it accepts); recorded in each row.
         preprocess: ``data`` inputs are raw images; apply each bundle's preprocessing (and measure
             end-to-end latency: preprocessing + inference + arg-max).
         streams: > 1 also measures throughput with this many runtimes of each variant running
@@ -78,6 +85,10 @@ def benchmark(
             called once per row).
         save_to: a folder: the report is saved there after every row (``complete: false``) and at the
             end; a Ctrl-C saves the rows measured so far, marked incomplete, then re-raises.
+        executor: "local" (here), or "ray": each (bundle, target) runs as a Ray task on a node that
+            advertises the target as a custom resource (see :mod:`edgeship.benchmarks.distributed`).
+        address: the Ray cluster ("auto", "HOST:PORT"; None: a one-machine cluster started for the run).
+        retries, task_timeout_s: Ray only: extra attempts for a task whose worker died or ran past the timeout.
     """
     from ..targets import list_targets
 
@@ -95,19 +106,38 @@ def benchmark(
         raise ConfigError(f"streams must be >= 1 and ci_resamples >= 0, got streams={streams}, ci_resamples={ci_resamples}")
     if not 0 < agreement_threshold <= 1:
         raise ConfigError(f"agreement_threshold is a fraction in (0, 1], got {agreement_threshold}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "local" and address is not None:
+        raise ConfigError("address is the Ray cluster's; pass executor='ray' with it")
+    if not isinstance(retries, int) or retries < 0 or (task_timeout_s is not None and not task_timeout_s > 0):
+        raise ConfigError(f"retries must be an int >= 0 and task_timeout_s > 0 or None; got {retries!r}, {task_timeout_s!r}")
     metric_name, metric_fn = get_metric(metric)
     plan = _Plan(runs, warmup, batch_size, preprocess, streams, ci_resamples)
     available = list_targets(available_only=True)
     opts = {} if threads is None else {"threads": threads}
+    per_target = _target_options(options, opts)
     opened = [Bundle.open(b.path if isinstance(b, Bundle) else b) for b in bundles]
     rss_per_row = reset_peak_rss()
     settings = {"runs": runs, "warmup": warmup, "batch_size": batch_size, "threads": threads, "samples": int(len(x)),
+                "options": {t: dict(o) for t, o in (options or {}).items()},
                 "reference": "torch eager" if reference is not None else "onnxruntime fp32", "streams": streams,
                 "budget_pts": budget_pts, "agreement_threshold": agreement_threshold,
                 "intervals": "95%: Wilson for top1/top5/agreement, bootstrap for latency percentiles (1000 resamples, "
                              f"seed 0) and user metrics ({ci_resamples} resamples)",
                 "end_to_end": "preprocessing + inference + arg-max on raw inputs" if preprocess else None,
                 "peak_rss": "per row" if rss_per_row else "process peak so far"}
+    if executor == "ray":
+        from .distributed import benchmark_on_ray
+
+        kwargs = dict(metric=metric, runs=runs, warmup=warmup, batch_size=batch_size, threads=threads, options=options,
+                      preprocess=preprocess, streams=streams, budget_pts=budget_pts,
+                      agreement_threshold=agreement_threshold, ci_resamples=ci_resamples, reference=reference)
+        settings.update(metric=metric_name, executor="ray", retries=retries, task_timeout_s=task_timeout_s)
+        return benchmark_on_ray(opened, (x, labels) if labels is not None else x, kwargs=kwargs, targets=targets,
+                                address=address, retries=retries, task_timeout_s=task_timeout_s, budget_pts=budget_pts,
+                                settings=settings, save_to=Path(save_to) if save_to is not None else None,
+                                show_progress=show_progress)
     env = environment(threads)
     env["bundles"] = {str(b.path.resolve()): sha256_file(b.path / MANIFEST) for b in opened}
     report = Report(rows=[], metric=metric_name, settings=settings, environment=env, complete=False)
@@ -150,12 +180,14 @@ def benchmark(
                         bar.advance(task)
                         continue
                     reset_peak_rss()
-                    with bundle.load(target, precision, **opts) as rt:
-                        more = (lambda: bundle.load(target, precision, **opts)) if streams > 1 else None
+                    load_opts = {**opts, **per_target.get(target, {})}
+                    with bundle.load(target, precision, **load_opts) as rt:
+                        more = (lambda: bundle.load(target, precision, **load_opts)) if streams > 1 else None
                         row, out = _measure(rt, inputs, x, labels, metric_name, metric_fn, plan, more)
                     row.variant, row.target, row.precision = name, target, precision
                     row.source = ref_row.source
                     row.threads, row.peak_rss_mb = threads, peak_rss_mb()
+                    row.options = dict(per_target[target]) if per_target.get(target) else None
                     row.bundle, row.manifest_sha256 = where["bundle"], where["manifest_sha256"]
                     complexity = bundle.manifest.get("complexity") or {}
                     if complexity:
@@ -184,6 +216,24 @@ def benchmark(
     if folder is not None:
         report.save(folder)
     return report
+
+
+def _target_options(options: Mapping[str, Mapping[str, Any]] | None, common: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-target runtime options, each checked against what its target accepts (with ``threads`` beside them)."""
+    from ..targets import get_target_class
+
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"options must map a target name to its runtime options, got {options!r}")
+    checked = {}
+    for target, values in options.items():
+        cls = get_target_class(target)
+        checked[target] = cls.check_options(values)
+        cls.check_options({**common, **checked[target]})
+        if "threads" in checked[target] and "threads" in common:
+            raise ConfigError(f"threads is given twice (threads= and options[{target!r}]); give it once")
+    return checked
 
 
 def _finish(report: Report, budget_pts: float) -> None:

@@ -72,6 +72,8 @@ class Row:
     streams_throughput: float | None = None  # samples/s with ``streams`` concurrent runtimes
     peak_rss_mb: float | None = None  # peak resident memory of the benchmarking process during this row
     threads: int | None = None
+    options: dict[str, Any] | None = None  # runtime options beside threads, e.g. {"inference_precision": "bf16"}
+    host: str | None = None  # the machine that measured the row, when it was not this one (bench on Ray)
     bundle: str = ""  # absolute path of the bundle the row was measured on
     manifest_sha256: str = ""  # SHA-256 of that bundle's manifest.json when it was measured
     recommended: bool = False  # the fastest variant on its target within the accuracy budget

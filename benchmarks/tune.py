@@ -5,11 +5,11 @@
 A 12-trial sweep of the trained digits CNN (``edgeship.demo``): unpruned and 25 % pruned (recovered by
 label-free distillation) x FP32, INT8 and INT8 with accuracy-aware FP fallback x openvino-cpu and
 onnxruntime-cpu. It runs the sweep with the local executor and again on a local Ray cluster that tune
-starts (one slot per target), each into a fresh cache, and prints:
+starts (one CPU: one trial at a time, as the local executor), each into a fresh cache, and prints:
 
 - the chosen variant against plain INT8 and FP32 (unpruned, same target): accuracy, drop, p50 latency;
 - wall time local vs Ray, the cluster's start-up time, and the overhead Ray adds per trial: the time
-  from when a trial's task could have started (submitted, and its target's slot free) to when its body
+  from when a trial's task could have started (submitted, and the previous task finished) to when its body
   ran, plus from the body's end to the driver holding the result — scheduling, shipping the model,
   data and bundle bytes, unpacking and packing the bundle.
 """
@@ -46,15 +46,15 @@ def _sweep(executor: str, cache: Path, max_drop: float, latency_ms: float | None
 
 
 def ray_overhead_s(result: Any) -> list[float]:
-    """Per trial: (task start - max(submit, its target's previous task end)) + (receipt - task end)."""
+    """Per trial: (task start - max(submit, the previous task's end)) + (receipt - task end); the one-machine
+    cluster runs one task at a time, so a task can start once the one before it has ended."""
     info = [t for t in result.report.settings["trials"] if "task_started_at" in t]
-    last_end: dict[str, float] = {}
+    last_end = 0.0
     out = []
     for t in sorted(info, key=lambda t: t["task_started_at"]):
-        target = t["label"].split()[1]
-        ready = max(t["submitted_at"], last_end.get(target, 0.0))
+        ready = max(t["submitted_at"], last_end)
         out.append(max(0.0, t["task_started_at"] - ready) + (t["received_at"] - t["task_finished_at"]))
-        last_end[target] = t["task_finished_at"]
+        last_end = t["task_finished_at"]
     return out
 
 
@@ -102,7 +102,7 @@ def format_table(numbers: dict[str, Any]) -> str:
     if "ray" in numbers:
         remote = numbers["ray"]
         over = numbers["ray_overhead_s"]
-        lines.append(f"| Ray (local cluster, 1 slot per target; incl. start-up) | {numbers['ray_wall_s']:.1f} | "
+        lines.append(f"| Ray (one-machine cluster, one trial at a time; incl. start-up) | {numbers['ray_wall_s']:.1f} | "
                      f"{remote.stats['trials']} | {remote.stats['compiled']} | {remote.best.label} |")
         lines += ["", f"Ray cluster start-up: {numbers['ray_startup_s']:.1f} s; overhead per trial (scheduling, "
                       f"transfer, bundle pack/unpack): mean {1e3 * statistics.mean(over):.0f} ms, median "

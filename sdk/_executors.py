@@ -86,7 +86,8 @@ def run_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.ndarr
                      metric=job.metric if c.fallback else None, show_progress=False)
             out["compile_s"], out["compiled"] = time.perf_counter() - t0, True
         t0 = time.perf_counter()
-        report = benchmark(bundle_dir, data=validation, metric=job.metric, threads=c.threads, runs=job.runs,
+        report = benchmark(bundle_dir, data=validation, metric=job.metric, threads=c.threads,
+                           options={c.target: dict(c.options)} if c.options else None, runs=job.runs,
                            warmup=job.warmup, ci_resamples=job.ci_resamples, targets=[c.target], show_progress=False)
         out["measure_s"] = time.perf_counter() - t0
         rows = [r for r in report.rows if not r.is_reference]
@@ -163,12 +164,32 @@ def _watchdog(timeout_s: float | None) -> threading.Timer | None:
     return timer
 
 
+class TransferError(EdgeshipError):
+    """Bundle bytes that arrived over the cluster do not hash to what was sent."""
+
+
+def unpack_checked(data: bytes, sha256: str | None, dest: Path) -> Path:
+    """Unpack bundle tar bytes sent over the cluster into ``dest`` after checking their SHA-256 (and, by
+    ``archive.unpack``, every file's); TransferError when the bytes changed on the way."""
+    from .archive import unpack
+
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise TransferError(f"the bundle arrived with SHA-256 {actual[:16]}…, expected {str(sha256)[:16]}…")
+    archive = dest.parent / (dest.name + ".tar")
+    archive.write_bytes(data)
+    try:
+        unpack(archive, dest)
+    finally:
+        archive.unlink()
+    return dest
+
+
 def remote_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.ndarray, np.ndarray],
                  bundle_tar: bytes | None, bundle_sha256: str | None) -> tuple[dict[str, Any], bytes | None]:
     """The body of a Ray trial task: unpack the bundle it was sent (or compile it), measure, and return
     the outcome and — when it compiled — the bundle as tar bytes for the driver's cache and later trials."""
     from ._cache import pack_bytes
-    from .archive import unpack
 
     timer = _watchdog(job.timeout_s)
     started_at = time.time()
@@ -176,13 +197,10 @@ def remote_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.nd
         with tempfile.TemporaryDirectory(prefix="edgeship-trial-") as tmp:
             bundle_dir = Path(tmp) / "trial.edgeship"
             if bundle_tar is not None:
-                actual = hashlib.sha256(bundle_tar).hexdigest()
-                if actual != bundle_sha256:
-                    return failed_outcome(f"the bundle arrived with SHA-256 {actual[:16]}…, expected "
-                                          f"{str(bundle_sha256)[:16]}…", retry=True), None
-                archive = Path(tmp) / "bundle.tar"
-                archive.write_bytes(bundle_tar)
-                unpack(archive, bundle_dir)
+                try:
+                    unpack_checked(bundle_tar, bundle_sha256, bundle_dir)
+                except TransferError as exc:
+                    return failed_outcome(str(exc), retry=True), None
             outcome = run_trial(job, model, calibration, validation, bundle_dir, compile=bundle_tar is None)
             data = None
             if outcome["status"] == "ok" and outcome["compiled"]:
@@ -203,20 +221,29 @@ def _require_ray() -> Any:
     return ray
 
 
-class RayExecutor:
-    """Trials as Ray tasks on the cluster at ``address`` (``"auto"``: the one running here), or on a
-    local cluster started for the sweep (stopped after it) when Ray is not initialised already."""
+class RayCluster:
+    """A connection to the Ray cluster at ``address`` (``"auto"``: the one running here; ``$RAY_ADDRESS`` is
+    honoured), or a one-machine cluster started for the work (stopped after it) when Ray is not initialised.
 
-    name = "ray"
+    The one-machine cluster advertises one unit of each target and a single CPU, so its tasks run one at a
+    time: a latency measured while another task compiles or measures on the same cores is not the device's.
+    Entering checks that some node advertises every target, so no task waits forever for a resource:
+    ``strict`` refuses a cluster that lacks one; otherwise those targets are dropped into ``missing``
+    (and only when every one is missing is the cluster refused). ``advertise``: what a started
+    one-machine cluster offers (default: every target).
+    """
 
-    def __init__(self, targets: Sequence[str], address: str | None = None, retries: int = 2) -> None:
+    def __init__(self, targets: Sequence[str], address: str | None = None, *, strict: bool = True,
+                 advertise: Sequence[str] | None = None) -> None:
         self.targets = list(dict.fromkeys(targets))
         self.address = address
-        self.retries = retries
+        self.strict = strict
+        self.advertise = list(advertise) if advertise is not None else list(self.targets)
+        self.missing: list[str] = []
         self._started = False
         self.startup_s = 0.0
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> "RayCluster":
         ray = self._ray = _require_ray()
         t0 = time.perf_counter()
         if not ray.is_initialized():
@@ -226,18 +253,21 @@ class RayExecutor:
                 except ConnectionError as exc:
                     raise ConfigError(f"cannot reach the Ray cluster at {self.address or os.environ['RAY_ADDRESS']!r} "
                                       f"({exc}); start one with `ray start --head`, or leave the address out to start "
-                                      "a local cluster for the sweep") from None
-            else:  # a one-machine cluster advertising every target of the sweep, one trial per target at a time
-                ray.init(num_cpus=os.cpu_count() or 1, resources={t: 1 for t in self.targets},
-                         include_dashboard=False, log_to_driver=False)
+                                      "a local cluster") from None
+            else:
+                ray.init(num_cpus=1, resources={t: 1 for t in self.advertise}, include_dashboard=False,
+                         log_to_driver=False)
             self._started = True
         self.startup_s = time.perf_counter() - t0
         try:
             resources = ray.cluster_resources()
             missing = [t for t in self.targets if resources.get(t, 0) < 1]
-            if missing:
+            if missing and not self.strict and len(missing) < len(self.targets):
+                self.missing = missing
+                self.targets = [t for t in self.targets if t not in missing]
+            elif missing:
                 raise ConfigError(
-                    f"no node of the Ray cluster advertises the resources {missing}, so their trials would never "
+                    f"no node of the Ray cluster advertises the resources {missing}, so their tasks would never "
                     f"run; the cluster has {sorted(k for k in resources if not k.startswith('node:'))}. Start each "
                     "device with e.g. `ray start --address HEAD:6379 --resources '{\"" + missing[0] + "\": 1}'`")
         except BaseException:
@@ -250,6 +280,21 @@ class RayExecutor:
             self._ray.shutdown()
             self._started = False
 
+    def capacity(self) -> dict[str, int]:
+        """Per target, how many tasks the cluster can run at once (units of its resource advertised)."""
+        resources = self._ray.cluster_resources()
+        return {t: max(1, int(resources.get(t, 1))) for t in self.targets}
+
+
+class RayExecutor(RayCluster):
+    """Trials as Ray tasks, one per unit of its target's resource (see :class:`RayCluster`)."""
+
+    name = "ray"
+
+    def __init__(self, targets: Sequence[str], address: str | None = None, retries: int = 2) -> None:
+        super().__init__(targets, address)
+        self.retries = retries
+
     def run(self, jobs: Sequence[Job], payload: Payload, cache: "TrialCache", on_done: OnDone) -> None:
         """Run every trial. Per target at most as many tasks are in flight as the cluster has units of its
         resource (nothing queues inside Ray, so an interrupt leaves little running); the first trial of
@@ -261,8 +306,7 @@ class RayExecutor:
         ray = self._ray
         task = ray.remote(num_returns=2, max_retries=0)(remote_trial)
         shared = [ray.put(x) for x in payload]
-        resources = ray.cluster_resources()
-        capacity = {t: max(1, int(resources.get(t, 1))) for t in self.targets}
+        capacity = self.capacity()
         groups: dict[str, deque[Job]] = {}
         for job in jobs:
             groups.setdefault(job.compile_key, deque()).append(job)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -130,6 +130,26 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option_value(text: str) -> Any:
+    """A runtime option value from the command line: an int, a bool, or the text itself."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _runtime_options(items: Sequence[str] | None) -> dict[str, dict[str, list[Any]]]:
+    """``--option TARGET:NAME=V1,V2`` (repeatable) -> {target: {name: [values]}}."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for item in items or ():
+        target, sep, rest = item.partition(":")
+        name, eq, values = rest.partition("=")
+        if not (sep and eq and target and name and values):
+            raise ConfigError(f"--option {item!r}: expected TARGET:NAME=VALUE[,VALUE...], "
+                              "e.g. openvino-cpu:inference_precision=f32,bf16")
+        out.setdefault(target, {})[name] = [_option_value(v) for v in values.split(",")]
+    return out
+
+
 def _metric(text: str):
     """'top1' / 'top5', or 'package.module:function' -> that callable ``f(predictions, labels) -> float``."""
     if ":" not in text:
@@ -174,6 +194,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             agreement_threshold=args.flag_agreement,
             ci_resamples=args.ci_resamples,
             save_to=args.report,
+            options=_single_options(args.option),
+            executor="ray" if args.ray else "local",
+            address=None if args.ray in (None, "local") else args.ray,
+            retries=args.retries,
+            task_timeout_s=args.task_timeout,
         )
     except KeyboardInterrupt:
         where = f"; the rows measured so far are in {args.report}, marked incomplete" if args.report else ""
@@ -184,6 +209,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         html = is_installed("jinja2") and is_installed("matplotlib")
         print(f"report saved to {args.report}" + ("" if html else " (no report.html: pip install \"edgeship[report]\")"))
     return 0
+
+
+def _single_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]] | None:
+    """``bench``'s runtime options: one value per option."""
+    parsed = _runtime_options(items)
+    several = [f"{t}:{k}" for t, opts in parsed.items() for k, v in opts.items() if len(v) != 1]
+    if several:
+        raise ConfigError(f"bench measures one value per runtime option; {several} got several (tune sweeps them)")
+    return {t: {k: v[0] for k, v in opts.items()} for t, opts in parsed.items()} or None
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
@@ -248,6 +282,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
     space = SearchSpace(prune_ratios=_floats(args.prune_ratios), precisions=tuple(args.precisions.split(",")),
                         threads=tuple(None if t in ("default", "auto") else int(t) for t in args.threads.split(",")),
+                        options=_option_product(_runtime_options(args.option)),
                         calibration_size=args.calibration_size)
     try:
         result = tune(_load_model(args.model), calibration=calib, validation=(x_val, y_val), input_spec=spec,
@@ -269,6 +304,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"wrote {Path(args.out) / 'best.edgeship'} and {Path(args.out) / 'report'}")
     return 0
+
+
+def _option_product(parsed: dict[str, dict[str, list[Any]]]) -> dict[str, tuple[dict[str, Any], ...]]:
+    """{target: {name: values}} -> {target: every combination of the values}, for the search space."""
+    import itertools
+
+    return {target: tuple(dict(zip(opts, combo)) for combo in itertools.product(*opts.values()))
+            for target, opts in parsed.items()}
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -475,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--preprocess", action="store_true", help="--data holds raw images; apply each bundle's preprocessing")
     b.add_argument("--report", help="folder for report.json, report.md and report.html (saved after every row)")
     b.add_argument("--suite", choices=["core"], help="run a built-in benchmark suite instead")
+    b.add_argument("--option", action="append", metavar="TARGET:NAME=VALUE",
+                   help="a runtime option of one target, e.g. openvino-cpu:inference_precision=bf16 (repeatable)")
+    b.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                   help="measure each (bundle, target) on a Ray node advertising the target: 'local' starts a "
+                        "one-machine cluster, 'auto' joins the one running here, HOST:PORT joins that one")
+    b.add_argument("--retries", type=int, default=2, help="Ray: extra attempts for a task whose worker dies or times out")
+    b.add_argument("--task-timeout", type=float, default=None, help="Ray: end a task's worker after this many seconds")
     b.set_defaults(func=_cmd_bench)
 
     g = sub.add_parser("gate", help="check a report against release gates: exit 0 pass, 1 fail, 2 bad input")
@@ -523,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated among fp32, fp16, int8, int8+fallback (fp16 only where a target has it)")
     tn.add_argument("--prune-ratios", default="0", help="comma-separated pruning ratios, e.g. 0,0.25 (torch models)")
     tn.add_argument("--threads", default="default", help="comma-separated runtime thread counts ('default': the backend's)")
+    tn.add_argument("--option", action="append", metavar="TARGET:NAME=V1[,V2...]",
+                    help="sweep a runtime option of one target, e.g. openvino-cpu:inference_precision=f32,bf16 "
+                         "(repeatable; the combinations are swept)")
     tn.add_argument("--calibration-size", type=int, default=300)
     tn.add_argument("--runs", type=int, default=100, help="timed calls per trial")
     tn.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",

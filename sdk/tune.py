@@ -1,7 +1,8 @@
 """The verb ``tune``: compile and measure every candidate variant, then choose the fastest within a budget.
 
 A candidate is a pruning ratio, a target, a precision (``fp32``, ``fp16``, ``int8``, or
-``int8+fallback`` — INT8 with accuracy-aware floating-point fallback) and runtime options (threads).
+``int8+fallback`` — INT8 with accuracy-aware floating-point fallback) and runtime options (threads, and
+the target's own: OpenVINO's inference precision hint, performance hint and streams).
 Each one is compiled with :func:`edgeship.compress` and measured with :func:`edgeship.benchmark`
 on the validation data and the target itself — nothing is estimated. INT8 is not assumed to be the
 fastest: it is measured like the rest, and an INT8 variant slower than a higher-precision one of the
@@ -84,6 +85,7 @@ class Budget:
 
 
 ThreadChoices = tuple[int | None, ...]
+OptionChoices = tuple[tuple[tuple[str, Any], ...], ...]  # each choice: sorted (name, value) pairs
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class SearchSpace:
             onnxruntime-cpu) is skipped for that target.
         threads: CPU threads of the runtime (None = the backend's own choice); a mapping
             {target: choices} sets them per target (targets not in it get (None,)).
+        options: per target, choices of its other runtime options (``Target.runtime_options``), e.g.
+            ``{"openvino-cpu": ({}, {"inference_precision": "bf16"}, {"performance_hint": "THROUGHPUT"})}``;
+            ``{}`` is the target's default. Targets not in it get ({},).
         prune: how to prune (importance, recovery, protected layers); its ratio is replaced by each of
             ``prune_ratios``. None: ``Prune``'s defaults.
         calibration_size, seed: the calibration subset drawn once for every candidate.
@@ -105,6 +110,7 @@ class SearchSpace:
     prune_ratios: tuple[float, ...] = (0.0,)
     precisions: tuple[str, ...] = PRECISION_CHOICES
     threads: ThreadChoices | Mapping[str, ThreadChoices] = (None,)
+    options: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     prune: Prune | None = None
     calibration_size: int = 300
     seed: int = 0
@@ -123,6 +129,7 @@ class SearchSpace:
             object.__setattr__(self, "threads", {str(t): _threads(v) for t, v in self.threads.items()})
         else:
             object.__setattr__(self, "threads", _threads(self.threads))
+        object.__setattr__(self, "options", _option_choices(self.options))
         if self.prune is not None and not isinstance(self.prune, Prune):
             raise ConfigError(f"SearchSpace.prune must be an edgeship.Prune or None, got {type(self.prune).__name__}")
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1 or not isinstance(self.seed, int):
@@ -134,6 +141,10 @@ class SearchSpace:
         if isinstance(self.threads, Mapping):
             return self.threads.get(target, (None,))
         return self.threads
+
+    def options_for(self, target: str) -> OptionChoices:
+        """The runtime option choices of ``target`` (each a sorted tuple of (name, value) pairs)."""
+        return self.options.get(target, ((),))
 
     def candidates(self, targets: Sequence[str]) -> tuple[list["Candidate"], list[str]]:
         """(every candidate, unpruned ones first; the (target, precision) pairs skipped and why)."""
@@ -150,7 +161,8 @@ class SearchSpace:
                             skipped.append(f"{target} {precision}: the target supports {supported}")
                         continue
                     for threads in self.threads_for(target):
-                        out.append(Candidate(target, precision, ratio, threads))
+                        for options in self.options_for(target):
+                            out.append(Candidate(target, precision, ratio, threads, options))
         return out, skipped
 
     def recipe(self, candidate: "Candidate", budget: Budget, metric: Any) -> Recipe:
@@ -166,6 +178,7 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         threads = dict(self.threads) if isinstance(self.threads, Mapping) else list(self.threads)
         return {"prune_ratios": list(self.prune_ratios), "precisions": list(self.precisions), "threads": threads,
+                "options": {t: [dict(c) for c in choices] for t, choices in self.options.items()},
                 "prune": self.prune.to_dict() if self.prune is not None else None,
                 "calibration_size": self.calibration_size, "seed": self.seed}
 
@@ -183,6 +196,28 @@ def _threads(value: Any) -> ThreadChoices:
     return tuple(dict.fromkeys(choices))
 
 
+def _option_choices(value: Any) -> dict[str, OptionChoices]:
+    """{target: choices} with each choice checked against the target's runtime options and made hashable."""
+    from .targets import get_target_class
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"SearchSpace.options must map a target name to a list of option dicts, got {value!r}")
+    out = {}
+    for target, choices in value.items():
+        cls = get_target_class(str(target))
+        choices = _as_tuple(choices, f"options[{target!r}]")
+        if not choices:
+            raise ConfigError(f"SearchSpace.options[{target!r}] holds no choice; use ({{}},) for the default")
+        checked = []
+        for choice in choices:
+            opts = cls.check_options(choice)
+            if "threads" in opts:
+                raise ConfigError("threads are swept by SearchSpace.threads, not SearchSpace.options")
+            checked.append(tuple(sorted(opts.items())))
+        out[str(target)] = tuple(dict.fromkeys(checked))
+    return out
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One variant to compile and measure."""
@@ -191,6 +226,7 @@ class Candidate:
     precision: str  # one of PRECISION_CHOICES
     prune_ratio: float = 0.0
     threads: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()  # runtime options beside threads, sorted (name, value) pairs
 
     @property
     def fallback(self) -> bool:
@@ -203,15 +239,16 @@ class Candidate:
 
     @property
     def variant(self) -> str:
-        """The report's variant name: the pruning ratio and runtime options, e.g. 'p0.25-t2'."""
-        return f"p{self.prune_ratio:g}" + (f"-t{self.threads}" if self.threads is not None else "")
+        """The report's variant name: the pruning ratio and runtime options, e.g. 'p0.25-t2-inference_precision=bf16'."""
+        return (f"p{self.prune_ratio:g}" + (f"-t{self.threads}" if self.threads is not None else "")
+                + "".join(f"-{k}={v}" for k, v in self.options))
 
     @property
     def label(self) -> str:
         return f"{self.variant} {self.target} {self.precision}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "options": dict(self.options)}
 
 
 @dataclass
@@ -381,7 +418,7 @@ def tune(
         metric: "top1", "top5", or ``f(predictions, labels) -> float in [0, 1]``.
         executor: "local" (in this process, one trial at a time) or "ray" (Ray tasks; ``pip install "edgeship[ray]"``).
         address: the Ray cluster: "auto" (the one running on this machine), "HOST:PORT", or None (start a
-            local one for the sweep, one slot per target; ``$RAY_ADDRESS`` is honoured).
+            one-machine cluster for the sweep that runs one trial at a time; ``$RAY_ADDRESS`` is honoured).
         cache_dir: the trial cache (default ``$EDGESHIP_CACHE/tune``, i.e. ``~/.cache/edgeship/tune``).
         output: a folder: the chosen bundle goes to ``output/best.edgeship`` and the report to
             ``output/report`` (also when nothing meets the budget, or the sweep is interrupted).
@@ -543,7 +580,7 @@ def _jobs(candidates: list[Candidate], space: SearchSpace, budget: Budget, metri
         compile_key = digest({**base, "recipe": recipe.to_dict(), "target": c.target, "precision": c.precision,
                               "validation_sha256": val_sha if c.fallback else None,
                               "metric": metric_id if c.fallback else None})
-        key = digest({"compile_key": compile_key, "threads": c.threads, "validation_sha256": val_sha,
+        key = digest({"compile_key": compile_key, "threads": c.threads, "options": dict(c.options), "validation_sha256": val_sha,
                       "metric": metric_id, "runs": runs, "warmup": warmup, "ci_resamples": ci_resamples})
         jobs.append(Job(candidate=c, key=key, compile_key=compile_key, recipe=recipe, spec=spec, metric=metric,
                         runs=runs, warmup=warmup, ci_resamples=ci_resamples, timeout_s=timeout_s))
@@ -580,7 +617,8 @@ def _slower_int8(trials: Sequence[Trial]) -> dict[int, str]:
             continue
         for other in trials:
             c, o = t.candidate, other.candidate
-            if (other.ok and o.precision in _HIGHER and (o.target, o.prune_ratio, o.threads) == (c.target, c.prune_ratio, c.threads)
+            if (other.ok and o.precision in _HIGHER
+                    and (o.target, o.prune_ratio, o.threads, o.options) == (c.target, c.prune_ratio, c.threads, c.options)
                     and other.p50_ms < t.p50_ms):
                 out[id(t)] = (f"INT8 is slower than {o.precision.upper()} here (p50 {t.p50_ms:.3f} vs "
                               f"{other.p50_ms:.3f} ms): never chosen")
@@ -593,7 +631,8 @@ def select(trials: Sequence[Trial], budget: Budget) -> tuple[Trial | None, dict[
 
     The choice is the fastest p50 — but trials whose p50 95% interval overlaps the fastest one's are
     tied with it (the difference is measurement noise), and among tied trials the least modified wins:
-    higher precision (fp32, fp16, int8+fallback, int8), then less pruning, then the lower p50. So a
+    higher precision (fp32, fp16, int8+fallback, int8), then less pruning, then fewer non-default runtime
+    options, then the lower p50. So a
     noise-level edge never picks INT8 or pruning over FP32. Trials must carry drops against the
     reference already.
     """
@@ -610,7 +649,8 @@ def _least_modified_of_fastest(trials: Sequence[Trial]) -> Trial:
     """The fastest trial, or the least modified one among those whose p50 cannot be told from it."""
     fastest = min(trials, key=lambda t: (t.p50_ms, t.label))
     tied = [t for t in trials if t is fastest or _p50_overlaps(t, fastest)]
-    return min(tied, key=lambda t: (_MODIFICATION[t.candidate.precision], t.candidate.prune_ratio, t.p50_ms, t.label))
+    return min(tied, key=lambda t: (_MODIFICATION[t.candidate.precision], t.candidate.prune_ratio,
+                                    len(t.candidate.options), t.p50_ms, t.label))
 
 
 def _p50_overlaps(t: Trial, fastest: Trial) -> bool:
@@ -702,6 +742,7 @@ def _report(trials: Sequence[Trial], reference: "Row", budget: Budget, settings:
             row = Row(variant=t.candidate.variant, target=t.candidate.target, precision=t.candidate.precision,
                       accuracy_pct=None, drop_pts=None, agreement_pct=None, p50_ms=nan, p90_ms=nan, p99_ms=nan,
                       throughput=nan, size_mb=None, threads=t.candidate.threads,
+                      options=dict(t.candidate.options) or None,
                       flags=[f"failed after {t.attempts} attempt{'s' if t.attempts != 1 else ''}: {t.error}"])
         t.notes = list(row.flags)
         rows.append(row)

@@ -60,6 +60,28 @@ class Target(ABC):
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""  # the pip extra that installs the backend
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    # what ``load(**options)`` accepts: name -> the allowed values (a tuple) or the type of an int >= 1
+    runtime_options: ClassVar[Mapping[str, tuple[Any, ...] | type]] = {"threads": int}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` as a dict when every one is a runtime option of this target with an allowed value,
+        else ConfigError naming what is accepted — so a sweep fails before it compiles anything."""
+        from ..errors import ConfigError
+
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{cls.name} runtime options must be a mapping of name to value, got {options!r}")
+        accepted = ", ".join(f"{k} ({'int >= 1' if v is int else '/'.join(map(str, v))})"
+                             for k, v in cls.runtime_options.items()) or "none"
+        for name, value in options.items():
+            allowed = cls.runtime_options.get(name)
+            if allowed is None:
+                raise ConfigError(f"{cls.name} has no runtime option {name!r}; it accepts: {accepted}")
+            ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 1) if allowed is int \
+                else value in allowed
+            if not ok:
+                raise ConfigError(f"{cls.name} runtime option {name}={value!r} is not allowed; it accepts: {accepted}")
+        return dict(options)
 
     @classmethod
     @abstractmethod

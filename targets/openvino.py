@@ -30,12 +30,18 @@ def _cpu_supports_fp16(core: Any) -> bool:
     return "FP16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
 
 
+INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+
+
 @register_target("openvino-cpu")
 class OpenVINOCPU(Target):
     """OpenVINO on x86 CPUs. The inference precision is always set explicitly: the CPU plugin's
     default hint picks bf16 where the CPU has it, which was slower than f32 and changed top-1."""
 
     extra = "openvino"
+    runtime_options = {"threads": int, "num_streams": int, "performance_hint": PERFORMANCE_HINTS,
+                       "inference_precision": INFERENCE_PRECISIONS}
 
     @classmethod
     @functools.lru_cache(maxsize=None)
@@ -178,21 +184,27 @@ class OpenVINORuntime(Runtime):
         threads: int | None = None,
         performance_hint: str = "LATENCY",
         inference_precision: str | None = None,
+        num_streams: int | None = None,
     ) -> None:
         """``inference_precision`` overrides the artifact's pinned hint ("f32", "bf16", "f16"), e.g. to
-        measure whether bf16 pays on this CPU; ``performance_hint`` is OpenVINO's ("LATENCY", "THROUGHPUT")."""
+        measure whether bf16 pays on this CPU; ``performance_hint`` is OpenVINO's ("LATENCY", "THROUGHPUT");
+        ``num_streams`` sets the CPU plugin's parallel inference streams (default: the hint's choice)."""
         self._xml = xml_path
         self._names = {"inputs": artifact.options.get("inputs"), "outputs": artifact.options.get("outputs")}
         precision = inference_precision or artifact.options.get("inference_precision", "f32")
-        if precision not in ("f32", "bf16", "f16"):
+        if precision not in INFERENCE_PRECISIONS:
             raise ConfigError(f"inference_precision must be 'f32', 'bf16' or 'f16', got {precision!r}")
-        if performance_hint not in ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"):
+        if performance_hint not in PERFORMANCE_HINTS:
             raise ConfigError(f"performance_hint must be LATENCY, THROUGHPUT or CUMULATIVE_THROUGHPUT, got {performance_hint!r}")
         self._config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": performance_hint}
         if threads is not None:
             if threads < 1:
                 raise ConfigError(f"threads must be >= 1, got {threads}")
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        if num_streams is not None:
+            if isinstance(num_streams, bool) or not isinstance(num_streams, int) or num_streams < 1:
+                raise ConfigError(f"num_streams must be an int >= 1, got {num_streams!r}")
+            self._config["NUM_STREAMS"] = int(num_streams)
         super().__init__(spec, artifact.precision)
 
     def _load(self) -> None:

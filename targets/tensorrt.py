@@ -109,6 +109,7 @@ def float16_graph(src: Path, dst: Path) -> None:
 class _TensorRTBase(Target):
     extra = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
+    runtime_options = {"rebuild": (False, True), "device": (0, 1, 2, 3, 4, 5, 6, 7)}
     dla: ClassVar[bool] = False
 
     @classmethod

@@ -308,6 +308,26 @@ def test_cli_tune_onnx_model_with_accuracy_aware_fallback(digits_model, digits_d
     assert "no variant meets the budget" in capsys.readouterr().err
 
 
+def test_cli_tune_sweeps_runtime_options(digits_model, digits_data, tmp_path, capsys):
+    from edgeship.cli import main
+    from edgeship.export import export_onnx
+
+    export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
+    np.save(tmp_path / "calib.npy", digits_data[0][:100])
+    np.savez(tmp_path / "val.npz", x=digits_data[2][:200], y=digits_data[3][:200])
+    base = ["tune", str(tmp_path / "digits.onnx"), "--shape", "?,1,32,32", "--calib", str(tmp_path / "calib.npy"),
+            "--val", str(tmp_path / "val.npz"), "--raw-calib", "--mean", "0.5", "--std", "0.5",
+            "--targets", "openvino-cpu", "--precisions", "fp32", "--runs", "20", "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
+    code = main(base + ["--option", "openvino-cpu:inference_precision=f32,bf16", "--option", "openvino-cpu:num_streams=1"])
+    assert code == 0, capsys.readouterr()
+    variants = [r.variant for r in Report.load(tmp_path / "out" / "report").rows if not r.is_reference]
+    assert variants == ["p0-inference_precision=f32-num_streams=1", "p0-inference_precision=bf16-num_streams=1"]
+    capsys.readouterr()
+    assert main(base + ["--option", "onnxruntime-cpu:num_streams=2"]) == 2
+    assert "onnxruntime-cpu has no runtime option 'num_streams'" in capsys.readouterr().err
+
+
 # -- the transfer check and bad input -------------------------------------------------------------------
 def test_bundle_bytes_are_checked_by_sha256_before_they_are_cached(digits_bundle, tmp_path):
     from edgeship._cache import TrialCache, pack_bytes
@@ -329,10 +349,34 @@ def test_bundle_bytes_are_checked_by_sha256_before_they_are_cached(digits_bundle
     (lambda: SearchSpace(prune_ratios=(1.0,)), "prune_ratios"),
     (lambda: SearchSpace(threads=(0,)), "threads"),
     (lambda: SearchSpace(threads={"openvino-cpu": ("two",)}), "threads"),
+    (lambda: SearchSpace(options={"onnxruntime-cpu": ({"inference_precision": "bf16"},)}),
+     "onnxruntime-cpu has no runtime option 'inference_precision'; it accepts: threads"),
+    (lambda: SearchSpace(options={"openvino-cpu": ({"inference_precision": "int4"},)}), "f32/bf16/f16"),
+    (lambda: SearchSpace(options={"openvino-cpu": ({"threads": 2},)}), "SearchSpace.threads"),
+    (lambda: SearchSpace(options={"openvino-cpu": ()}), "no choice"),
+    (lambda: SearchSpace(options={"tpu": ({},)}), "tpu"),
 ])
 def test_bad_config_is_refused(make, match):
     with pytest.raises(edgeship.ConfigError, match=match):
         make()
+
+
+def test_runtime_options_are_swept_measured_and_named(digits_model, digits_data, tmp_path):
+    """OpenVINO's inference precision hint is a runtime option: one compiled bundle, measured once per choice."""
+    space = SearchSpace(precisions=("fp32",), options={"openvino-cpu": ({}, {"inference_precision": "bf16"},
+                                                                        {"performance_hint": "THROUGHPUT", "num_streams": 1})})
+    result = sweep(digits_model, digits_data, tmp_path, space=space, targets=["openvino-cpu"])
+    labels = [t.label for t in result.trials]
+    assert labels == ["p0 openvino-cpu fp32", "p0-inference_precision=bf16 openvino-cpu fp32",
+                      "p0-num_streams=1-performance_hint=THROUGHPUT openvino-cpu fp32"]
+    assert all(t.ok for t in result.trials)
+    assert result.stats["compiled"] == 1 and result.stats["measured"] == 3  # options do not recompile
+    assert {t.bundle_path for t in result.trials} == {result.trials[0].bundle_path}
+    rows = {r.variant: r for r in result.report.rows if not r.is_reference}
+    assert rows["p0-inference_precision=bf16"].options == {"inference_precision": "bf16"}
+    assert rows["p0"].options is None
+    saved = Report.load(result.report.save(tmp_path / "report") / "report.json")
+    assert [r.options for r in saved.rows] == [r.options for r in result.report.rows]
 
 
 def test_bad_calls_are_refused_before_any_work(digits_model, digits_data, small_onnx, tmp_path):

@@ -148,3 +148,18 @@ def test_an_interrupted_run_leaves_an_incomplete_valid_report(digits_bundle, sma
     result = report.check(Gates())
     assert not result.passed
     assert [(c.row, c.gate) for c in result.failures] == [("(report)", "complete")]
+
+
+def test_runtime_options_apply_per_target_and_are_recorded(digits_bundle, small_eval):
+    report = edgeship.benchmark(digits_bundle, small_eval, runs=5, warmup=1, show_progress=False, preprocess=True,
+                                options={"openvino-cpu": {"inference_precision": "bf16"}})
+    ov = [r for r in report.rows if r.target == "openvino-cpu"]
+    others = [r for r in report.rows if r.target != "openvino-cpu"]
+    assert ov and all(r.options == {"inference_precision": "bf16"} for r in ov)
+    assert others and all(r.options is None for r in others)
+    assert report.settings["options"] == {"openvino-cpu": {"inference_precision": "bf16"}}
+    with pytest.raises(edgeship.ConfigError, match="onnxruntime-cpu has no runtime option 'num_streams'"):
+        edgeship.benchmark(digits_bundle, small_eval, show_progress=False, options={"onnxruntime-cpu": {"num_streams": 2}})
+    with pytest.raises(edgeship.ConfigError, match="threads is given twice"):
+        edgeship.benchmark(digits_bundle, small_eval, show_progress=False, threads=1,
+                           options={"openvino-cpu": {"threads": 2}})

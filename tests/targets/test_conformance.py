@@ -306,3 +306,15 @@ def test_openvino_inference_precision_can_be_overridden_at_load(digits_bundle, d
     assert np.mean(a.argmax(1) == b.argmax(1)) >= 0.9
     with pytest.raises(edgeship.ConfigError, match="inference_precision"):
         digits_bundle.load("openvino-cpu", "fp32", inference_precision="int4")
+
+
+def test_openvino_streams_and_hint_reach_the_compiled_model(digits_bundle, digits_data):
+    """What the load options ask for is what OpenVINO compiled with (read back from the compiled model)."""
+    pytest.importorskip("openvino")
+    x = demo.DIGITS_SPEC.apply_preprocess(digits_data[2][:4])
+    with digits_bundle.load("openvino-cpu", "int8", performance_hint="THROUGHPUT", num_streams=2) as rt:
+        rt.run(x)
+        assert int(rt._compiled.get_property("NUM_STREAMS")) == 2
+        assert str(rt._compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    with pytest.raises(edgeship.ConfigError, match="num_streams"):
+        digits_bundle.load("openvino-cpu", "int8", num_streams=0)

@@ -1,5 +1,5 @@
-"""edgeship.tune on a real local Ray cluster: the same choice as the local executor, bundles through the
-object store, and workers that die are retried, then reported.
+"""edgeship.tune and edgeship.benchmark on a real local Ray cluster: the same choice (and the same rows) as
+the local executor, bundles through the object store, and workers that die are retried, then reported.
 
 The cluster advertises a custom resource per target, as device boxes joining a farm would. Worker deaths
 are real: a model whose pruned copy ends its process with ``os._exit`` while the worker compiles it.
@@ -146,6 +146,91 @@ def test_missing_target_resource_is_a_clear_error(ray_cluster, digits_model, dig
     with pytest.raises(edgeship.ConfigError, match=r"advertises the resources \['tensorrt-jetson'\]"):
         sweep(digits_model, digits_data, tmp_path, space=SearchSpace(precisions=("fp32",)),
               targets=["onnxruntime-cpu", "tensorrt-jetson"], executor="ray")
+
+
+# -- benchmark on Ray ----------------------------------------------------------------------------------
+def dies_once(marker: str):
+    """A top-1 metric whose first call in any process ends that process (``marker`` lets later calls through);
+    without a marker every call does."""
+    from edgeship.benchmarks import top1
+
+    def metric(predictions, labels):
+        if marker is None:
+            os._exit(1)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os._exit(1)
+        except FileExistsError:
+            return top1(predictions, labels)
+    return metric
+
+
+def _bench_data(digits_data):
+    return demo.DIGITS_SPEC.apply_preprocess(digits_data[2][:200]), digits_data[3][:200]
+
+
+@pytest.mark.slow
+def test_ray_benchmark_gives_the_rows_of_a_local_one(ray_cluster, digits_bundle, digits_data, tmp_path):
+    import socket
+
+    data = _bench_data(digits_data)
+    local = edgeship.benchmark(digits_bundle, data, runs=20, warmup=2, show_progress=False)
+    remote = edgeship.benchmark(digits_bundle, data, runs=20, warmup=2, show_progress=False, executor="ray",
+                                address="auto", options={"openvino-cpu": {"inference_precision": "f32"}},
+                                save_to=tmp_path / "report")
+    assert remote.complete and not [w for w in remote.warnings if "failed" in w]
+    assert [r.key for r in remote.rows] == [r.key for r in local.rows]  # one reference, then every artifact
+    assert {r.key: r.accuracy_pct for r in remote.rows} == {r.key: r.accuracy_pct for r in local.rows}
+    assert all(r.host == socket.gethostname() and r.bundle == str(digits_bundle.path.resolve()) for r in remote.rows)
+    assert all(r.options == {"inference_precision": "f32"} for r in remote.rows if r.target == "openvino-cpu")
+    assert remote.environment["executor"] == "ray" and list(remote.environment["hosts"]) == [socket.gethostname()]
+    from edgeship.benchmarks import Report
+
+    saved = Report.load(tmp_path / "report")
+    assert saved.complete and [r.key for r in saved.rows] == [r.key for r in remote.rows]
+
+
+@pytest.mark.slow
+def test_ray_benchmark_retries_a_dead_worker_then_reports_the_failure(ray_cluster, digits_bundle, digits_data, tmp_path):
+    data = _bench_data(digits_data)
+    marker = tmp_path / "died-once"
+    retried = edgeship.benchmark(digits_bundle, data, metric=dies_once(str(marker)), runs=5, warmup=1, ci_resamples=0,
+                                 targets=["onnxruntime-cpu"], show_progress=False, executor="ray", address="auto")
+    assert marker.exists() and retried.complete  # a worker really died; the retry measured the rows
+    assert {r.target for r in retried.rows} == {"onnxruntime-cpu"} and len(retried.rows) == 3
+    failed = edgeship.benchmark(digits_bundle, data, metric=dies_once(None), runs=5, warmup=1, ci_resamples=0,
+                                targets=["onnxruntime-cpu"], show_progress=False, executor="ray", address="auto",
+                                retries=1)
+    assert not failed.complete and failed.rows == []
+    assert "digits.edgeship on onnxruntime-cpu: failed after 2 attempts: the worker died" in failed.warnings[0]
+    from edgeship.benchmarks import Gates
+
+    assert not failed.check(Gates()).passed  # an incomplete report never passes a release gate
+
+
+@pytest.mark.slow
+def test_cli_bench_on_ray_with_a_runtime_option(ray_cluster, digits_bundle, digits_data, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from edgeship.cli import main
+
+    np.savez(tmp_path / "val.npz", x=digits_data[2][:100], y=digits_data[3][:100])
+    args = ["bench", str(digits_bundle.path), "--data", str(tmp_path / "val.npz"), "--preprocess", "--runs", "10",
+            "--targets", "openvino-cpu", "--option", "openvino-cpu:num_streams=1", "--ray", "auto",
+            "--report", str(tmp_path / "report")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["complete"] and report["environment"]["executor"] == "ray"
+    measured = [r for r in report["rows"] if not r["is_reference"]]
+    assert {r["precision"] for r in measured} == {"fp32", "int8"} and all(r["target"] == "openvino-cpu" for r in measured)
+    assert all(r["options"] == {"num_streams": 1} for r in measured)
+    capsys.readouterr()
+    assert main(args[:-4] + ["--option", "openvino-cpu:num_streams=1,2"]) == 2
+    assert "one value per runtime option" in capsys.readouterr().err
+    assert main(args[:-4] + ["--option", "openvino-cpu:num_streams"]) == 2
+    assert "TARGET:NAME=VALUE" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -1,0 +1,172 @@
+"""``benchmark(..., executor="ray")``: each bundle measured on the cluster nodes that advertise its targets.
+
+One Ray task per (bundle, target) asks for one unit of the custom resource named after the target
+(``{"openvino-cpu": 1}``), so a device that joined the cluster advertising its target measures that
+target's artifacts — on the device, not on the driver. The bundle travels as reproducible tar bytes
+through the object store, checked by SHA-256 and unpacked with every file's hash checked; the task
+runs the ordinary local ``benchmark`` on it and sends the rows back with the host's environment. A
+task whose worker dies (or runs past ``task_timeout_s``) is retried ``retries`` times, then reported
+in the warnings with the report marked incomplete; a target no node advertises is reported the same way.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .._executors import RayCluster, TransferError, _describe, _watchdog, unpack_checked
+from .._progress import console, progress
+from ..bundle import MANIFEST, sha256_file
+from ..errors import EdgeshipError, MissingDependencyError
+from .report import REPORT_SCHEMA_VERSION, Report, Row
+
+if TYPE_CHECKING:
+    from ..bundle import Bundle
+
+
+def remote_benchmark(data: bytes, sha256: str, name: str, target: str, inputs: Any, kwargs: Mapping[str, Any],
+                     timeout_s: float | None) -> dict[str, Any]:
+    """The body of one Ray task: unpack the bundle it was sent (into a folder named as the driver's, which
+    names the rows), benchmark ``target`` on it, return the rows (as dicts), this host and its environment —
+    or the error, and whether another attempt may pass."""
+    from .evaluate import benchmark
+
+    timer = _watchdog(timeout_s)
+    host = socket.gethostname()
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeship-bench-") as tmp:
+            bundle_dir = unpack_checked(data, sha256, Path(tmp) / name)
+            report = benchmark(bundle_dir, inputs, targets=[target], show_progress=False, **kwargs)
+        rows = [asdict(r) for r in report.rows if r.is_reference or r.target == target]
+        if not any(not r["is_reference"] for r in rows):
+            raise MissingDependencyError(f"target '{target}' is not available on {host}")
+        return {"rows": rows, "host": host, "environment": report.environment, "error": None, "retry": False}
+    except (TransferError, MissingDependencyError) as exc:  # another attempt, or another node, may pass
+        return {"error": f"{type(exc).__name__}: {exc}", "retry": True, "host": host}
+    except EdgeshipError as exc:  # raised on purpose: the same inputs fail the same way
+        return {"error": f"{type(exc).__name__}: {exc}", "retry": False, "host": host}
+    except Exception as exc:  # anything else may be transient
+        return {"error": f"{type(exc).__name__}: {exc}", "retry": True, "host": host}
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str, Any], targets: Sequence[str] | None,
+                     address: str | None, retries: int, task_timeout_s: float | None, budget_pts: float,
+                     settings: dict[str, Any], save_to: Path | None, show_progress: bool) -> Report:
+    """Measure every (bundle, target) as a Ray task and assemble one report (see the module doc)."""
+    from .._cache import pack_bytes
+    from ..targets import list_targets
+    from .evaluate import _finish
+
+    wanted = list(dict.fromkeys(t for b in bundles for t, _ in b.variants if targets is None or t in targets))
+    if not wanted:
+        raise MissingDependencyError(f"the bundles have no artifact for the targets {list(targets or [])}")
+    here = set(list_targets(available_only=True))
+    report = Report(rows=[], metric=settings.get("metric", "top1"), settings=settings, complete=False)
+    results: dict[tuple[int, str], dict[str, Any]] = {}
+    failures: list[str] = []
+
+    with RayCluster(wanted, address, strict=False, advertise=[t for t in wanted if t in here]) as cluster:
+        ray = cluster._ray
+        task = ray.remote(max_retries=0)(remote_benchmark)
+        shared_inputs, shared_kwargs = ray.put(data), ray.put(kwargs)
+        packed = []
+        for bundle in bundles:
+            tar, sha = pack_bytes(bundle.path)
+            packed.append((ray.put(tar), sha))
+        failures += [f"{t}: not measured — no node of the Ray cluster advertises it" for t in cluster.missing]
+        queue: dict[str, deque[tuple[int, int]]] = {t: deque() for t in cluster.targets}  # (bundle index, attempt)
+        for i, bundle in enumerate(bundles):
+            for t in dict.fromkeys(t for t, _ in bundle.variants):
+                if t in queue:
+                    queue[t].append((i, 1))
+        capacity, in_flight = cluster.capacity(), {t: 0 for t in cluster.targets}
+        pending: dict[Any, tuple[int, str, int]] = {}
+
+        def pump() -> None:
+            for t, q in queue.items():
+                while q and in_flight[t] < capacity[t]:
+                    i, attempt = q.popleft()
+                    ref = task.options(resources={t: 1}).remote(packed[i][0], packed[i][1], bundles[i].path.name, t, shared_inputs,
+                                                                 shared_kwargs, task_timeout_s)
+                    pending[ref] = (i, t, attempt)
+                    in_flight[t] += 1
+
+        total = sum(len(q) for q in queue.values())
+        try:
+            with progress(show_progress) as bar:
+                progress_task = bar.add_task(f"benchmark on Ray ({len(cluster.targets)} targets)", total=total)
+                pump()
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    for ref in done:
+                        i, t, attempt = pending.pop(ref)
+                        in_flight[t] -= 1
+                        try:
+                            outcome = ray.get(ref)
+                        except ray.exceptions.RayError as exc:
+                            outcome = {"error": _describe(exc, task_timeout_s), "retry": True, "host": None}
+                        if outcome["error"] is not None and outcome["retry"] and attempt <= retries:
+                            queue[t].appendleft((i, attempt + 1))
+                            continue
+                        name = bundles[i].path.name
+                        if outcome["error"] is not None:
+                            failures.append(f"{name} on {t}: failed after {attempt} attempt{'s' if attempt > 1 else ''}"
+                                            f": {outcome['error']}")
+                        else:
+                            results[(i, t)] = outcome
+                        if show_progress:
+                            console.log(f"{name} {t}: " + ("measured on " + outcome["host"] if outcome["error"] is None
+                                                           else "failed"))
+                        bar.advance(progress_task)
+                        _assemble(report, bundles, results, failures, cluster)
+                        if save_to is not None:
+                            report.save(save_to, html=False)
+                    pump()
+        except KeyboardInterrupt:
+            _assemble(report, bundles, results, failures, cluster)
+            _finish(report, budget_pts)
+            report.warnings = list(failures) + report.warnings
+            report.warnings.insert(0, f"interrupted after {len(results)} of {total} (bundle, target) tasks: "
+                                      "the report is incomplete")
+            if save_to is not None:
+                report.save(save_to)
+            raise
+    _assemble(report, bundles, results, failures, cluster)
+    report.complete = not failures
+    _finish(report, budget_pts)
+    report.warnings = failures + report.warnings
+    if save_to is not None:
+        report.save(save_to)
+    return report
+
+
+def _assemble(report: Report, bundles: Sequence["Bundle"], results: Mapping[tuple[int, str], dict[str, Any]],
+              failures: Sequence[str], cluster: RayCluster) -> None:
+    """The report's rows in bundle order: one reference row per bundle (from its first measured target's
+    task), then each target's rows; rows name the host that measured them and the bundle on this machine."""
+    rows: list[Row] = []
+    hosts: dict[str, Any] = {}
+    for i, bundle in enumerate(bundles):
+        where = str(bundle.path.resolve())
+        measured = [(t, results[(i, t)]) for t in dict.fromkeys(t for t, _ in bundle.variants) if (i, t) in results]
+        for n, (t, outcome) in enumerate(measured):
+            hosts[outcome["host"]] = outcome["environment"]
+            parsed = Report.from_dict({"schema_version": REPORT_SCHEMA_VERSION, "rows": outcome["rows"]}).rows
+            for row in parsed:
+                if row.is_reference and n > 0:
+                    continue  # one reference per bundle; each task measured its own on its host
+                row.bundle, row.host = where, outcome["host"]
+                rows.append(row)
+    report.rows = rows
+    report.environment = {"executor": "ray", "address": cluster.address, "hosts": hosts,
+                          "targets_measured": cluster.targets, "targets_missing": cluster.missing,
+                          "bundles": {str(b.path.resolve()): sha256_file(b.path / MANIFEST) for b in bundles}}
+    report.warnings = list(failures)
