@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import ConfigError, InputValidationError
 
-__all__ = ["Postprocess", "read_labels"]
+__all__ = ["Postprocess", "detection_results", "read_labels"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class Postprocess:
 
     def __post_init__(self) -> None:
         if self.task != "classification":
-            raise ConfigError(f"postprocess task must be 'classification' (detection is not implemented yet), "
-                              f"got {self.task!r}")
+            raise ConfigError(f"postprocess task must be 'classification' (a detection bundle's postprocessing is its "
+                              f"manifest's 'detection' entry), got {self.task!r}")
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
             raise ConfigError(f"postprocess top_k must be a positive integer, got {self.top_k!r}")
         if not isinstance(self.softmax, bool):
@@ -93,6 +93,20 @@ class Postprocess:
                         "score": float(row[i])} for i in idx]}
             for row, idx in zip(scores, order)
         ]
+
+
+def detection_results(detections: Sequence[Mapping[str, np.ndarray]],
+                      labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per image: ``{"detections": [{"box": [x1, y1, x2, y2], "score", "index", "label"}, ...]}``, best first —
+    a detector's boxes (in the image's own pixels) as JSON; ``label`` names ``index`` where the manifest's
+    labels reach it, else None."""
+    out = []
+    for det in detections:
+        items = [{"box": [round(float(v), 2) for v in box], "score": float(score), "index": int(index),
+                  "label": labels[int(index)] if labels is not None and 0 <= int(index) < len(labels) else None}
+                 for box, score, index in zip(det["boxes"], det["scores"], det["labels"])]
+        out.append({"detections": items})
+    return out
 
 
 def read_labels(manifest: Mapping[str, Any]) -> list[str] | None:

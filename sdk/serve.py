@@ -7,6 +7,8 @@ Endpoints::
                        the bundle's preprocessing, float arrays go to the model as they are.
                        -> {"version", "target", "precision", "results": [...]} (manifest postprocessing)
                           or {"outputs": {name: nested list}} when the manifest records none
+                          a detection bundle: {"results": [{"detections": [{"box" (the image's own
+                          pixels), "score", "index", "label"}]}]}; it takes raw images only
     GET  /healthz      liveness and the version that serves
     GET  /v1/model     the manifest, the version, target and precision
     GET  /metrics      Prometheus text: requests, predict latency histogram, queue depth
@@ -44,7 +46,7 @@ import numpy as np
 from .bundle import CURRENT, Bundle
 from .errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
 from ._lazy import require
-from .postprocess import Postprocess, read_labels
+from .postprocess import Postprocess, detection_results, read_labels
 from .signing import configured_public_key
 
 __all__ = ["ModelServer", "decode_body", "serve"]
@@ -146,6 +148,11 @@ class _Loaded:
             for rt in runtimes:
                 rt.close()
             raise
+        self.detectors: dict[int, Any] = {}  # a detection bundle: each runtime's Detector (decode, NMS, boxes)
+        if bundle.manifest.get("detection"):
+            from .detection import Detector
+
+            self.detectors = {id(rt): Detector(bundle, runtime=rt) for rt in runtimes}
         self._idle.extend(runtimes)
         self.target, self.precision = runtimes[0].target, runtimes[0].precision
         self.version = bundle.path.name
@@ -342,14 +349,23 @@ class ModelServer:
                 break
         with self.metrics.lock:
             self.metrics.running += 1
+        detector = model.detectors.get(id(rt))
         try:
-            outputs = rt.run(x, preprocess=raw)
+            if detector is not None:
+                if not raw:
+                    raise _HTTPError(400, "a detection bundle takes raw images (image/png, image/jpeg, or a uint8 "
+                                          ".npy) so that its boxes come back in the image's own pixels")
+                detections = detector(list(x))
+            else:
+                outputs = rt.run(x, preprocess=raw)
         finally:
             with self.metrics.lock:
                 self.metrics.running -= 1
             model.release(rt)
         reply: dict[str, Any] = {"version": model.version, "target": model.target, "precision": model.precision}
-        if model.postprocess is not None:
+        if detector is not None:
+            reply["results"] = detection_results(detections, model.labels)
+        elif model.postprocess is not None:
             reply["results"] = model.postprocess.apply(outputs, model.labels)
         else:
             reply["outputs"] = {name: value.tolist() for name, value in outputs.items()}

@@ -11,6 +11,8 @@ says; when that preprocessing does not resize, frames are first resized to the i
 
 Each line: ``{"frame": index in the source, "timestamp": seconds (position in a file, wall-clock time
 for a live source), "results": [...]}`` (or ``"outputs"`` when the manifest records no postprocessing).
+A detection bundle's results are its boxes in the frame's own pixels (``{"detections": [{"box", "score",
+"index", "label"}]}``), decoded and NMS'd by :class:`edgeship.detection.Detector`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from ._lazy import require
 from .bundle import Bundle
 from .errors import ConfigError
-from .postprocess import Postprocess, read_labels
+from .postprocess import Postprocess, detection_results, read_labels
 from .signing import configured_public_key
 
 __all__ = ["StreamStats", "run_stream"]
@@ -202,6 +204,11 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
     reader = _Reader(cv2, opened, is_live, max_reconnects, backoff, stats)
     try:
         with bundle.load(target, precision, **options) as rt:
+            detector = None
+            if bundle.manifest.get("detection"):  # boxes decoded, NMS'd and mapped back to the frame's pixels
+                from .detection import Detector
+
+                detector = Detector(bundle, runtime=rt)
             reader.start()
             while True:
                 item = reader.take()
@@ -209,11 +216,13 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
                     break
                 index, stamp, frame = item
                 raw = _frame_to_raw(cv2, frame, bundle.spec)
-                outputs = rt.run(raw[None], preprocess=True)
                 line: dict[str, Any] = {"frame": index, "timestamp": round(stamp, 6)}
-                if post is not None:
-                    line["results"] = post.apply(outputs, labels)
+                if detector is not None:
+                    line["results"] = detection_results(detector([raw]), labels)
+                elif post is not None:
+                    line["results"] = post.apply(rt.run(raw[None], preprocess=True), labels)
                 else:
+                    outputs = rt.run(raw[None], preprocess=True)
                     line["outputs"] = {name: value.tolist() for name, value in outputs.items()}
                 sink.write(json.dumps(line) + "\n")
                 sink.flush()

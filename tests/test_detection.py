@@ -220,3 +220,92 @@ def test_benchmark_detection_reports_map_agreement_and_latency(ssd_bundle):
     for row in rows.values():
         assert row.e2e_p50_ms > row.p50_ms > 0  # end to end includes resize, decode and NMS
         assert 0 <= row.agreement_pct <= 100 and row.drop_pts is not None
+
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_serve_answers_with_the_detectors_boxes_in_the_images_pixels(ssd_bundle):
+    """POST a 640x480 PNG: the server's detections are the Detector's, in the PNG's own pixel coordinates."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from edgeship.serve import ModelServer
+
+    _, bundle = ssd_bundle
+    image = _blocky_images(1, 480, 640, seed=7)[0]
+    with Detector(bundle, "openvino-cpu", "fp32") as detect:
+        expected = detect([image])[0]
+    server = ModelServer(bundle.path, "127.0.0.1", 0, target="openvino-cpu", precision="fp32")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/predict"
+    try:
+        req = urllib.request.Request(url, data=_png(image), headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            reply = json.loads(resp.read())
+        floats = urllib.request.Request(url, data=_npy(SSD_SPEC.apply_preprocess(image)),
+                                        headers={"Content-Type": "application/x-npy"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(floats, timeout=60)
+        assert refused.value.code == 400 and "takes raw images" in json.loads(refused.value.read())["error"]
+    finally:
+        server.uvicorn.should_exit = True
+        thread.join(timeout=30)
+        server.close()
+    found = reply["results"][0]["detections"]
+    assert len(found) == len(expected["boxes"]) > 0
+    np.testing.assert_allclose([d["box"] for d in found], expected["boxes"], atol=0.01)
+    np.testing.assert_allclose([d["score"] for d in found], expected["scores"], rtol=1e-5)
+    assert [d["index"] for d in found] == expected["labels"].tolist()
+    boxes = np.array([d["box"] for d in found])
+    assert boxes[:, 2].max() <= 640 and boxes[:, 3].max() <= 480 and boxes[:, 2].max() > 320  # source pixels
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_stream_writes_the_detectors_boxes_per_frame(ssd_bundle, tmp_path):
+    """Frames of a video through run_stream: each line holds the detections the Detector finds on that frame."""
+    cv2 = pytest.importorskip("cv2")
+    from edgeship.stream import run_stream
+
+    _, bundle = ssd_bundle
+    path = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (640, 480))
+    for image in _blocky_images(3, 480, 640, seed=9):
+        writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    writer.release()
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    lines = []
+    stats = run_stream(bundle.path, str(path), tmp_path / "out.jsonl", target="onnxruntime-cpu", precision="fp32",
+                       on_result=lines.append)
+    assert stats.processed == len(frames) == 3
+    with Detector(bundle, "onnxruntime-cpu", "fp32") as detect:
+        expected = detect(frames)
+    for line, want in zip(lines, expected):
+        got = line["results"][0]["detections"]
+        np.testing.assert_allclose([d["box"] for d in got], want["boxes"], atol=0.01)
+        assert [d["index"] for d in got] == want["labels"].tolist()

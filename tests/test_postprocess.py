@@ -35,7 +35,7 @@ def test_named_output_among_several():
 
 
 @pytest.mark.parametrize("entry, match", [
-    ({"task": "detection"}, "detection is not implemented"),
+    ({"task": "detection"}, "detection bundle.s postprocessing is its"),
     ({"top_k": 0}, "top_k must be a positive integer"),
     ({"softmax": "yes"}, "softmax must be true or false"),
     ({"temperature": 2}, r"unknown postprocess keys \['temperature'\]"),
