@@ -1,12 +1,16 @@
 """Pruning benchmark: does a pruning ratio turn into latency on the target?
 
     python -m edgeship.benchmarks.pruning [--models resnet18,mobilenet_v2] [--ratios 0,0.3,0.5] [--budget-ms 2]
+    python -m edgeship.benchmarks.pruning --models "" --detectors ssdlite320_mobilenet_v3_large --budget-ms 0
 
 For each model (torchvision, random init: only speed and structure are measured) and ratio it
 compresses FP32 and INT8 bundles for openvino-cpu through edgeship (timing the compress), measures
 p50 latency at batch 1 with edgeship's runtime, and prints the MACs ratio beside the measured latency
-ratio against the unpruned model of the same precision. Then it runs the latency-driven mode for the
-first model on openvino-cpu INT8 with ``--budget-ms`` and prints every search step.
+ratio against the unpruned model of the same precision. Detectors (``--detectors``, torchvision
+detection models at 320 x 320) are pruned in the backbone with their heads kept whole; their MACs and
+latency are the exported dense model's (INT8 keeps the heads in FP, as compress does by default),
+without the numpy postprocessing. Then it runs the latency-driven mode for the first classifier on
+openvino-cpu INT8 with ``--budget-ms`` (0: skip) and prints every search step.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from .latency import measure_latency
 
 def run_pruning_suite(models: tuple[str, ...] = ("resnet18", "mobilenet_v2"), ratios: tuple[float, ...] = (0.0, 0.3, 0.5),
                       precisions: tuple[str, ...] = ("fp32", "int8"), target: str = "openvino-cpu",
-                      budget_ms: float | None = 2.0, runs: int = 100, threads: int = 2) -> dict[str, Any]:
+                      budget_ms: float | None = 2.0, runs: int = 100, threads: int = 2,
+                      detectors: tuple[str, ...] = ()) -> dict[str, Any]:
     import edgeship
 
     torch = require("torch", "the pruning benchmark")
@@ -35,24 +40,33 @@ def run_pruning_suite(models: tuple[str, ...] = ("resnet18", "mobilenet_v2"), ra
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     calib = rng.standard_normal((64, 3, 224, 224)).astype(np.float32)
     spec = edgeship.InputSpec(shape=(None, 3, 224, 224), preprocess=edgeship.Preprocess.imagenet())
+    det_x = rng.standard_normal((1, 3, 320, 320)).astype(np.float32)
+    det_calib = rng.standard_normal((64, 3, 320, 320)).astype(np.float32)
+    det_spec = edgeship.InputSpec(shape=(None, 3, 320, 320), preprocess=edgeship.Preprocess(
+        scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="stretch"))
     rows: list[dict[str, Any]] = []
     search: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgeship-prune-bench-") as tmp:
-        for name in models:
+        for name in models + detectors:
             torch.manual_seed(0)
-            model = getattr(torchvision.models, name)().eval()
+            if name in detectors:
+                model = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None).eval()
+                model_spec, model_x, model_calib = det_spec, det_x, det_calib
+            else:
+                model = getattr(torchvision.models, name)().eval()
+                model_spec, model_x, model_calib = spec, x, calib
             base: dict[str, float] = {}
             for ratio in ratios:
                 recipe = edgeship.Recipe(calibration_size=64, prune=edgeship.Prune(ratio=ratio) if ratio else None)
                 start = time.perf_counter()
-                bundle = edgeship.compress(model, input_spec=spec, calibration=calib, targets=[target],
+                bundle = edgeship.compress(model, input_spec=model_spec, calibration=model_calib, targets=[target],
                                            precision=list(precisions), recipe=recipe,
                                            output=Path(tmp) / f"{name}-{ratio}.edgeship", show_progress=False)
                 compress_s = time.perf_counter() - start
                 macs = bundle.manifest["complexity"]["macs"]
                 for precision in precisions:
                     with bundle.load(target, precision, threads=threads) as rt:
-                        p50 = measure_latency(lambda: rt.run(x), runs=runs, warmup=10).p50_ms
+                        p50 = measure_latency(lambda: rt.run(model_x), runs=runs, warmup=10).p50_ms
                     if ratio == 0:
                         base[precision] = p50
                         base["macs"] = macs
@@ -60,7 +74,7 @@ def run_pruning_suite(models: tuple[str, ...] = ("resnet18", "mobilenet_v2"), ra
                                  "macs_ratio": macs / base["macs"], "p50_ms": p50,
                                  "latency_ratio": p50 / base[precision], "speedup": base[precision] / p50,
                                  "compress_s": compress_s})
-        if budget_ms is not None:
+        if budget_ms and models:
             torch.manual_seed(0)
             model = getattr(torchvision.models, models[0])().eval()
             recipe = edgeship.Recipe(calibration_size=64, prune=edgeship.Prune(latency_ms=budget_ms))
@@ -102,12 +116,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
     parser.add_argument("--ratios", default="0,0.3,0.5")
-    parser.add_argument("--budget-ms", type=float, default=2.0)
+    parser.add_argument("--detectors", default="", help="torchvision detection models, e.g. ssdlite320_mobilenet_v3_large")
+    parser.add_argument("--budget-ms", type=float, default=2.0, help="0 skips the latency-driven search")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    run_pruning_suite(tuple(args.models.split(",")), tuple(float(r) for r in args.ratios.split(",")),
-                      budget_ms=args.budget_ms, runs=args.runs, threads=args.threads)
+    run_pruning_suite(tuple(m for m in args.models.split(",") if m), tuple(float(r) for r in args.ratios.split(",")),
+                      budget_ms=args.budget_ms, runs=args.runs, threads=args.threads,
+                      detectors=tuple(m for m in args.detectors.split(",") if m))
 
 
 if __name__ == "__main__":

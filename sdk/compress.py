@@ -47,7 +47,8 @@ def compress(
             an array (N, ...), a torch Dataset/DataLoader, or an iterable of arrays.
         targets: registered target names (see ``edgeship.list_targets()``).
         precision: "fp32", "fp16", "int8", or several of them.
-        recipe: calibration subset size and seed, and pruning (``Recipe(prune=Prune(...))``).
+        recipe: calibration subset size and seed, and pruning (``Recipe(prune=Prune(...))``; a torchvision
+            detector's backbone is pruned, its heads are kept whole).
         finetune: ``finetune(pruned_model) -> model``, called after pruning (your own training).
         validation: (inputs, labels) for the accuracy budget ``recipe.max_drop``.
         metric: overrides ``recipe.metric`` (a name, or ``f(predictions, labels) -> float in [0, 1]``).
@@ -74,8 +75,8 @@ def compress(
     prune_cfg = recipe.prune
     if prune_cfg is not None and is_onnx_path(model):
         raise ConfigError("pruning needs the torch model (an nn.Module); an ONNX file cannot be pruned")
-    if prune_cfg is not None and _is_detector(model):
-        raise ConfigError("pruning detectors is not supported yet; compress the detector without Recipe.prune")
+    if _is_detector(model):
+        _detector_size(model, input_spec)
     if finetune is not None and prune_cfg is None:
         raise ConfigError("finetune is called after pruning; set recipe=Recipe(prune=Prune(...)) or drop finetune")
     needs_calib = "int8" in precisions or (
@@ -101,10 +102,7 @@ def compress(
             steps = 1 + len(targets) * len(precisions)
             label = Path(model).name if isinstance(model, (str, Path)) else type(model).__name__
             task = bar.add_task(f"export {label}", total=steps)
-            exported, head = _detection_export(model, input_spec, prune_cfg)
-            spec = export_onnx(exported, input_spec, tmp / SOURCE_ONNX,
-                               output_names=head.outputs if head is not None else None,
-                               check_parity=head is None or head.family != "graph")
+            spec, exported, head = _export(model, input_spec, tmp / SOURCE_ONNX)
             source_files = {SOURCE_ONNX: sha256_file(tmp / SOURCE_ONNX)}
             detection = None
             if head is not None:
@@ -161,19 +159,33 @@ def compress(
     return Bundle.open(output)
 
 
-def _detection_export(model: Any, spec: InputSpec, prune_cfg: Any) -> tuple[Any, Any]:
-    """(what to export, its detection postprocessing) — a torchvision detector becomes its dense part."""
-    from .detection import detector_family, prepare_detector
+def _export(model: Any, spec: InputSpec, path: Path) -> tuple[InputSpec, Any, Any]:
+    """Export ``model`` (a detector as its dense part) to ``path``: (the spec, what was exported, the detection head)."""
+    exported, head = _detection_export(model, spec)
+    spec = export_onnx(exported, spec, path, output_names=head.outputs if head is not None else None,
+                       check_parity=head is None or head.family != "graph")
+    return spec, exported, head
 
-    if is_onnx_path(model) or detector_family(model) is None:
+
+def _detection_export(model: Any, spec: InputSpec) -> tuple[Any, Any]:
+    """(what to export, its detection postprocessing) — a torchvision detector becomes its dense part."""
+    from .detection import prepare_detector
+
+    if not _is_detector(model):
         return model, None
+    return prepare_detector(model, _detector_size(model, spec))
+
+
+def _detector_size(model: Any, spec: InputSpec) -> tuple[int, int]:
+    """The fixed (H, W) a detector runs at, checked against what its export needs."""
+    from .detection import detector_family
+
     if len(spec.shape) != 4 or spec.layout != "NCHW" or spec.shape[2] is None or spec.shape[3] is None:
         raise ConfigError(f"a detector needs a fixed NCHW input size, e.g. InputSpec(shape=(1, 3, 320, 320)); got {spec.shape}")
-    exported, head = prepare_detector(model, (spec.shape[2], spec.shape[3]))
-    if head.family == "graph" and spec.shape[0] != 1:
+    if detector_family(model) == "rcnn" and spec.shape[0] != 1:
         raise ConfigError(f"{type(model).__name__} is exported whole (postprocessing in the graph) for one image "
                           f"at a time; use batch 1 in InputSpec.shape, got {spec.shape}")
-    return exported, head
+    return spec.shape[2], spec.shape[3]
 
 
 def _is_detector(model: Any) -> bool:
@@ -302,8 +314,9 @@ def _search_ratio(model, spec, config, target_name, backend, precision, calib, c
         result = prune_model(model, example, config, ratio, calib_batch)
         with tempfile.TemporaryDirectory(prefix="edgeship-search-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"
-            export_onnx(result.model, spec, onnx_path)
-            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib)
+            _, _, head = _export(result.model, spec, onnx_path)
+            keep_fp = _automatic_keep_fp(onnx_path, head) if precision == "int8" else ()
+            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib, keep_fp=keep_fp)
             with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
                 p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
         steps.append({"ratio": ratio, "p50_ms": p50, "meets": p50 <= config.latency_ms,

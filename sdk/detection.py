@@ -86,7 +86,7 @@ def prepare_detector(model: Any, size: tuple[int, int]) -> tuple[Any, DetectionH
     if model.training:
         raise ConfigError("the detector is in training mode; call model.eval() first")
     h, w = size
-    DenseDetector, GraphDetector = _wrappers()
+    DenseDetector, GraphDetector, _ = _wrappers()
     if family == "rcnn":
         return GraphDetector(model, size).eval(), DetectionHead(
             family="graph", input_size=size, num_classes=int(model.roi_heads.box_predictor.cls_score.out_features),
@@ -113,10 +113,34 @@ def prepare_detector(model: Any, size: tuple[int, int]) -> tuple[Any, DetectionH
     return dense, head
 
 
+# What each dense output is, for label-free losses (distillation, Taylor importance) on a pruned detector.
+_DENSE_OUTPUT_KINDS = {"ssd": ("regression", "softmax"), "retinanet": ("regression", "sigmoid"),
+                       "fcos": ("regression", "sigmoid", "sigmoid")}
+
+
+def prunable_view(model: Any) -> tuple[Any, str, tuple[str, ...]]:
+    """(module to prune, the name of its part kept whole, what each of its outputs is) for a torchvision detector.
+
+    Pruning sees the backbone together with the head that reads its features, so that the dependency graph
+    keeps every feature channel that head reads. Single-stage: backbone + ``head`` (the dense module that is
+    exported). Two-stage: backbone + ``rpn``, whose head reads every feature map; the ROI heads read the same
+    maps (behind RoIAlign and NMS, which a trace cannot follow), so keeping the RPN's inputs keeps theirs.
+    The view shares its modules with ``model``; its outputs are what distillation matches.
+    """
+    family = detector_family(model)
+    if family is None:
+        raise ConfigError(f"{type(model).__name__} is not a torchvision detector (SSD, RetinaNet, FCOS, Faster R-CNN)")
+    DenseDetector, _, ProposalView = _wrappers()
+    if family == "rcnn":
+        return ProposalView(model), "rpn", ("regression", "sigmoid", "regression")
+    return DenseDetector(model, family), "head", _DENSE_OUTPUT_KINDS[family]
+
+
 @functools.lru_cache(maxsize=1)
-def _wrappers() -> tuple[type, type]:
+def _wrappers() -> tuple[type, type, type]:
     """The torch wrapper modules, defined on first use so that importing this module never imports torch."""
-    nn = require("torch.nn", "exporting a detector")
+    torch = require("torch", "exporting a detector")
+    nn = torch.nn
 
     class DenseDetector(nn.Module):
         """Backbone + heads, raw outputs: (bbox_regression, cls_logits[, bbox_ctrness])."""
@@ -150,7 +174,21 @@ def _wrappers() -> tuple[type, type]:
             out = self.model([x[0]])[0]
             return out["boxes"], out["scores"], out["labels"]
 
-    return DenseDetector, GraphDetector
+    class ProposalView(nn.Module):
+        """A two-stage detector's backbone + RPN head, for pruning: (features, objectness, box deltas), each flat."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.backbone, self.rpn = model.backbone, model.rpn
+
+        def forward(self, x: Any):
+            feats = self.backbone(x)
+            feats = list(feats.values()) if isinstance(feats, dict) else [feats]
+            objectness, deltas = self.rpn.head(feats)
+            flat = lambda ts: torch.cat([t.flatten(1) for t in ts], 1)  # noqa: E731
+            return flat(feats), flat(objectness), flat(deltas)
+
+    return DenseDetector, GraphDetector, ProposalView
 
 
 # -- postprocessing (numpy) ------------------------------------------------------------------------

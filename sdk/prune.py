@@ -5,6 +5,10 @@ exports like any model. Channel counts are rounded to ``round_to`` (default 8) b
 suit no kernel and turn fewer MACs into no speed. The layers that produce the model's outputs are
 protected automatically. Pruning is judged by latency measured on the target (``prune_to_latency``
 in ``edgeship.compress``), not by MACs.
+
+A torchvision detector is pruned in its backbone (and its neck's inner channels): its heads are kept
+whole, and so are the feature-map channels they read, found through the dependency graph. Feature-map
+sizes do not change, so anchors stay valid.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .errors import CompileError, ConfigError
 
 Importance = Literal["l1", "l2", "bn_scale", "taylor"]
 _IMPORTANCES = ("l1", "l2", "bn_scale", "taylor")
+# What a model output is, for label-free losses: class logits over the last dim, independent per-class logits, values.
+OutputKind = Literal["softmax", "sigmoid", "regression"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ class Prune:
         importance: channel importance — "l1"/"l2" weight magnitude, "bn_scale" batch-norm
             scale, "taylor" first-order Taylor on a calibration batch (label-free loss).
         round_to: channel counts become multiples of this (None: no rounding).
-        protect: names of modules (``model.named_modules()``) never pruned; output layers always are.
+        protect: names of modules (``model.named_modules()``) never pruned; output layers always are,
+            and so are a detector's heads and the feature-map channels they read.
         recover: "distill" = label-free distillation of the original model's outputs into the
             pruned one on the calibration images; "none" = no recovery (or pass ``finetune`` to compress).
         distill_epochs, distill_loss, distill_lr, distill_samples: the distillation settings.
@@ -96,6 +103,7 @@ class PruneResult:
     macs_before: int
     macs_after: int
     protected: list[str] = field(default_factory=list)
+    scope: str = "whole model"  # what the MACs and parameters were counted on
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -106,6 +114,7 @@ class PruneResult:
             "macs_after": self.macs_after,
             "macs_ratio": self.macs_after / self.macs_before if self.macs_before else None,
             "protected": self.protected,
+            "scope": self.scope,
         }
 
 
@@ -152,8 +161,72 @@ def output_layers(model: Any, example: Any) -> list[str]:
 def prune_model(model: Any, example: Any, config: Prune, ratio: float, calibration: np.ndarray | None = None) -> PruneResult:
     """A pruned deep copy of ``model`` at ``ratio`` (the original is left untouched).
 
-    ``calibration`` (model-ready inputs) is needed for ``importance="taylor"``.
+    ``calibration`` (model-ready inputs) is needed for ``importance="taylor"``. A torchvision detector
+    comes back as a detector whose backbone is pruned and whose heads are untouched; its MACs are
+    counted on :func:`edgeship.detection.prunable_view` (single-stage: the whole exported dense model).
     """
+    from .detection import detector_family
+
+    if detector_family(model) is not None:
+        return _prune_detector(model, example, config, ratio, calibration)
+    return _prune_module(model, example, config, ratio, calibration)
+
+
+def _prune_detector(model: Any, example: Any, config: Prune, ratio: float, calibration: np.ndarray | None) -> PruneResult:
+    """Prune a detector's backbone through its prunable view; the heads and the feature maps' shapes stay."""
+    torch = require("torch", "pruning")
+    from .detection import prunable_view
+
+    if model.training:
+        raise ConfigError("the detector is in training mode; call model.eval() first")
+    view, frozen, kinds = prunable_view(model)
+    with torch.no_grad():
+        before = [tuple(f.shape) for f in _features(view.backbone(example))]
+    result = _prune_module(view, example, config, ratio, calibration, frozen=frozen, kinds=kinds)
+    with torch.no_grad():
+        after = [tuple(f.shape) for f in _features(result.model.backbone(example))]
+    if after != before:
+        raise CompileError(f"pruning changed the feature maps the heads of {type(model).__name__} read: "
+                           f"{before} -> {after}; protect the layers that produce them with Prune(protect=[...])")
+    # the detector again, its backbone and head replaced by the pruned view's (the memo maps them; the rest is copied)
+    memo = {id(getattr(model, name)): module for name, module in result.model.named_children()}
+    result.model = copy.deepcopy(model, memo).eval()
+    result.scope = ("backbone + head (the exported dense model)" if frozen == "head"
+                    else "backbone + RPN head (the ROI heads are unchanged and not counted)")
+    return result
+
+
+def _features(out: Any) -> list[Any]:
+    return list(out.values()) if isinstance(out, dict) else [out]
+
+
+def feeding_layers(model: Any, example: Any, consumer: str) -> list[str]:
+    """Names of the conv/linear layers outside module ``consumer`` whose output channels it reads.
+
+    Pruning any of them would change ``consumer``'s input channels (its weights), so keeping ``consumer``
+    whole means protecting them too; found through Torch-Pruning's dependency graph, which follows
+    residual additions, concatenations and depthwise convolutions back to every layer that owns a channel.
+    """
+    torch = require("torch", "pruning")
+    tp = require("torch_pruning", "pruning")
+    layers = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d)  # the layers that own channels
+    inside = set(model.get_submodule(consumer).modules())
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    found: set[Any] = set()
+    for module in inside:
+        pruner = graph.get_pruner_of_module(module) if module in graph.module2node else None
+        channels = pruner.get_in_channels(module) if pruner is not None else None
+        if channels is None:
+            continue
+        for dep, _ in graph.get_pruning_group(module, pruner.prune_in_channels, list(range(channels))):
+            if graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module not in inside:
+                found.add(dep.target.module)
+    return [name for name, m in model.named_modules() if m in found and isinstance(m, layers)]
+
+
+def _prune_module(model: Any, example: Any, config: Prune, ratio: float, calibration: np.ndarray | None,
+                  frozen: str | None = None, kinds: tuple[OutputKind, ...] | None = None) -> PruneResult:
+    """Prune a copy of a plain module; ``frozen`` names a submodule kept whole (its input and output channels)."""
     torch = require("torch", "pruning")
     tp = require("torch_pruning", "pruning")
     if not isinstance(model, torch.nn.Module):
@@ -164,7 +237,12 @@ def prune_model(model: Any, example: Any, config: Prune, ratio: float, calibrati
     if unknown:
         raise ConfigError(f"Prune.protect names {unknown} that are not modules of the model; "
                           f"module names look like {[n for n in list(modules)[1:6]]}")
-    protected = list(dict.fromkeys(output_layers(pruned, example) + list(config.protect)))
+    outputs = output_layers(pruned, example)
+    if frozen is not None:
+        inside = [n for n in outputs if n.startswith(frozen + ".")]  # the frozen module covers them
+        outputs = [frozen] + [n for n in outputs if n not in inside] + feeding_layers(pruned, example, frozen)
+    protected = list(dict.fromkeys(outputs + list(config.protect)))
+    kept = {name: p.shape for name, p in modules[frozen].named_parameters()} if frozen is not None else {}
     macs_before, params_before = count_macs_params(pruned, example)
     if ratio > 0:
         importance = {
@@ -184,7 +262,7 @@ def prune_model(model: Any, example: Any, config: Prune, ratio: float, calibrati
                 round_to=config.round_to,
             )
             if config.importance == "taylor":
-                _taylor_gradients(pruned, calibration)
+                _taylor_gradients(pruned, calibration, kinds)
             pruner.step()
         except ConfigError:
             raise
@@ -197,33 +275,65 @@ def prune_model(model: Any, example: Any, config: Prune, ratio: float, calibrati
         except Exception as exc:
             raise CompileError(f"the pruned {type(model).__name__} no longer runs ({exc}); "
                                "protect the layer named in the error with Prune(protect=[...])") from exc
+        changed = [n for n, p in modules[frozen].named_parameters() if p.shape != kept[n]] if frozen is not None else []
+        if changed:
+            raise CompileError(f"pruning changed {frozen}'s parameters {changed}, which must stay whole")
     macs_after, params_after = count_macs_params(pruned, example)
     return PruneResult(pruned, ratio, params_before, params_after, macs_before, macs_after, protected)
 
 
-def _taylor_gradients(model: Any, calibration: np.ndarray | None) -> None:
-    """Gradients of a label-free loss (cross-entropy against the model's own predictions)."""
+def _taylor_gradients(model: Any, calibration: np.ndarray | None, kinds: tuple[OutputKind, ...] | None = None) -> None:
+    """Gradients of a label-free loss: the model's own predictions as targets (cross-entropy for class
+    logits, binary cross-entropy for per-class logits), over up to 64 samples in chunks of 16."""
     torch = require("torch", "pruning")
+    F = torch.nn.functional
     if calibration is None:
         raise ConfigError("importance='taylor' needs calibration data")
     batch = torch.from_numpy(calibration[:64])
     model.zero_grad(set_to_none=True)
-    out = model(batch)
-    out = out[0] if isinstance(out, (tuple, list)) else out
-    logits = out.flatten(1)
-    loss = torch.nn.functional.cross_entropy(logits, logits.detach().argmax(1))
-    loss.backward()
+    for chunk in batch.split(16):
+        outs = _outputs(model(chunk), kinds)
+        loss = 0.0
+        for out, kind in zip(outs, kinds or ("softmax",)):
+            if kinds is None:
+                logits = out.flatten(1)
+                loss = loss + F.cross_entropy(logits, logits.detach().argmax(1))
+            elif kind == "softmax":
+                logits = out.flatten(0, -2)
+                loss = loss + F.cross_entropy(logits, logits.detach().argmax(1))
+            elif kind == "sigmoid":
+                loss = loss + F.binary_cross_entropy_with_logits(out, (out.detach() > 0).float())
+        (loss * (len(chunk) / len(batch))).backward()  # chunks add up to the mean over the batch
 
 
 def distill(student: Any, teacher: Any, inputs: np.ndarray, config: Prune, show_progress: bool = True) -> Any:
-    """Label-free recovery: train ``student`` to match ``teacher``'s outputs on ``inputs`` (seeded)."""
+    """Label-free recovery: train ``student`` to match ``teacher``'s outputs on ``inputs`` (seeded).
+
+    A detector is distilled on its prunable view's outputs (single-stage: the dense head outputs; two-stage:
+    the feature maps and the RPN's outputs): "kl" matches class logits by KL divergence, per-class
+    logits by binary cross-entropy and box regressions by MSE; "mse" uses MSE for all.
+    """
+    from .detection import detector_family, prunable_view
+
+    kinds = None
+    if detector_family(student) is not None:
+        (student_view, _, kinds), (teacher_view, _, _) = prunable_view(student), prunable_view(teacher)
+        _distill(student_view, teacher_view, inputs, config, kinds, show_progress)
+        return student.eval()
+    return _distill(student, teacher, inputs, config, kinds, show_progress)
+
+
+def _distill(student: Any, teacher: Any, inputs: np.ndarray, config: Prune, kinds: tuple[OutputKind, ...] | None,
+             show_progress: bool) -> Any:
+    """The distillation loop: the teacher's outputs once, then epochs of seeded minibatches of 64."""
     torch = require("torch", "distillation")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     x = torch.from_numpy(np.ascontiguousarray(inputs))
     teacher = teacher.eval()
     with torch.no_grad():
-        targets = torch.cat([_first(teacher(chunk)) for chunk in x.split(256)])
+        chunks = [_outputs(teacher(chunk), kinds) for chunk in x.split(256)]
+    targets = [torch.cat(parts) for parts in zip(*chunks)]
     optimizer = torch.optim.Adam(student.parameters(), lr=config.distill_lr)
     batches_per_epoch = -(-len(x) // 64)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.distill_lr,
@@ -234,19 +344,28 @@ def distill(student: Any, teacher: Any, inputs: np.ndarray, config: Prune, show_
         for _ in range(config.distill_epochs):
             for index in torch.randperm(len(x), generator=generator).split(64):
                 optimizer.zero_grad()
-                out = _first(student(x[index]))
-                if config.distill_loss == "kl":
-                    loss = torch.nn.functional.kl_div(
-                        torch.log_softmax(out.flatten(1), 1), torch.softmax(targets[index].flatten(1), 1),
-                        reduction="batchmean")
-                else:
-                    loss = torch.nn.functional.mse_loss(out, targets[index])
+                outs = _outputs(student(x[index]), kinds)
+                loss = sum(_distill_loss(out, target[index], kind, config.distill_loss)
+                           for out, target, kind in zip(outs, targets, kinds or (None,)))
                 loss.backward()
                 optimizer.step()
                 schedule.step()
             bar.advance(task)
     _reestimate_batchnorm(student, x)
     return student.eval()
+
+
+def _distill_loss(out: Any, target: Any, kind: OutputKind | None, loss: str) -> Any:
+    """One output's distillation loss; ``kind`` None = a classifier's output, as a whole (flattened)."""
+    F = require("torch.nn.functional", "distillation")
+    if loss == "mse" or kind == "regression":
+        return F.mse_loss(out, target)
+    if kind is None:
+        return F.kl_div(F.log_softmax(out.flatten(1), 1), F.softmax(target.flatten(1), 1), reduction="batchmean")
+    if kind == "softmax":  # per anchor, over the classes
+        out, target = out.flatten(0, -2), target.flatten(0, -2)
+        return F.kl_div(F.log_softmax(out, 1), F.softmax(target, 1), reduction="batchmean")
+    return F.binary_cross_entropy_with_logits(out, target.sigmoid())
 
 
 def _reestimate_batchnorm(model: Any, x: Any) -> None:
@@ -268,5 +387,7 @@ def _reestimate_batchnorm(model: Any, x: Any) -> None:
     model.eval()
 
 
-def _first(out: Any) -> Any:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _outputs(out: Any, kinds: tuple[OutputKind, ...] | None) -> list[Any]:
+    """The outputs a label-free loss looks at: all of them where their kinds are known, else the first."""
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    return outs if kinds is not None else outs[:1]

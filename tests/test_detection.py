@@ -189,9 +189,6 @@ def test_detector_spec_errors(tmp_path):
     with pytest.raises(ConfigError, match="fixed NCHW input size"):
         edgeship.compress(model, input_spec=InputSpec(shape=(1, 3, None, None)), precision="fp32",
                           output=tmp_path / "x.edgeship", show_progress=False)
-    with pytest.raises(ConfigError, match="not supported yet"):
-        edgeship.compress(model, input_spec=SSD_SPEC, precision="fp32", output=tmp_path / "x.edgeship",
-                          recipe=Recipe(prune=edgeship.Prune(ratio=0.3)), show_progress=False)
     assert not (tmp_path / "x.edgeship").exists()
 
 
