@@ -345,7 +345,7 @@ def box_parity(a: dict[str, np.ndarray], b: dict[str, np.ndarray], iou: float = 
 
 # Ops a head output passes through on its way out of the graph without changing which layer made it.
 _PASSTHROUGH = {"Reshape", "Transpose", "Concat", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Softmax",
-                "Sigmoid", "Sqrt", "Cast", "Slice", "Split", "Gather"}
+                "Sigmoid", "Relu", "Sqrt", "Cast", "Slice", "Split", "Gather"}  # Relu: FCOS's box distances
 _PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
