@@ -164,24 +164,32 @@ def apply_preprocess(raw: np.ndarray, spec: "InputSpec") -> np.ndarray:
         x = x.transpose(0, 2, 3, 1)
     if 0 in x.shape[1:3]:
         raise InputValidationError(f"raw images for '{spec.name}' are empty, got shape {x.shape}")
-    x = x.astype(np.float32)
-    if pre.resize != "none":
-        dst_h, dst_w = spec.image_size
-        x = _resize_for_spec(x, pre, dst_h, dst_w)
-    x = x * np.float32(pre.scale)
-    if pre.reverse_channels:
-        x = x[..., ::-1]
     channels = x.shape[-1]
     for name, values in (("mean", pre.mean), ("std", pre.std)):
         if values is not None and len(values) not in (1, channels):
             raise InputValidationError(f"preprocess {name} has {len(values)} values but the images have {channels} channels")
-    if pre.mean is not None:
-        x = x - np.asarray(pre.mean, dtype=np.float32)
-    if pre.std is not None:
-        x = x / np.asarray(pre.std, dtype=np.float32)
+    if pre.resize != "none":
+        dst_h, dst_w = spec.image_size
+        x = _resize_for_spec(x.astype(np.float32), pre, dst_h, dst_w)
+    if pre.reverse_channels:
+        x = x[..., ::-1]
+    # (x * scale - mean) / std as one multiply-add per channel, on a single float32 buffer already laid out
+    # as the spec says: one cast-and-transpose pass and two in-place passes, no temporaries
+    gain = np.float32(pre.scale) / np.broadcast_to(np.asarray(pre.std if pre.std is not None else 1.0, np.float32),
+                                                   (channels,))
+    offset = -np.broadcast_to(np.asarray(pre.mean if pre.mean is not None else 0.0, np.float32), (channels,)) \
+        / np.broadcast_to(np.asarray(pre.std if pre.std is not None else 1.0, np.float32), (channels,))
+    n, h, w = x.shape[:3]
     if spec.layout == "NCHW":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=spec.dtype)
+        out = np.empty((n, channels, h, w), dtype=np.float32)
+        out[...] = x.transpose(0, 3, 1, 2)
+        gain, offset = gain[:, None, None], offset[:, None, None]
+    else:
+        out = np.empty((n, h, w, channels), dtype=np.float32)
+        out[...] = x
+    out *= gain
+    out += offset
+    return out if out.dtype == spec.dtype else out.astype(spec.dtype)
 
 
 def to_channels(image: np.ndarray, channels: int | None) -> np.ndarray:
