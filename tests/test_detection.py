@@ -241,9 +241,9 @@ def test_serve_answers_with_the_detectors_boxes_in_the_images_pixels(ssd_bundle)
 
     _, bundle = ssd_bundle
     image = _blocky_images(1, 480, 640, seed=7)[0]
-    with Detector(bundle, "openvino-cpu", "fp32") as detect:
+    with Detector(bundle, "onnxruntime-cpu", "fp32") as detect:
         expected = detect([image])[0]
-    server = ModelServer(bundle.path, "127.0.0.1", 0, target="openvino-cpu", precision="fp32")
+    server = ModelServer(bundle.path, "127.0.0.1", 0, target="onnxruntime-cpu", precision="fp32")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/v1/predict"
