@@ -7,9 +7,7 @@ records, bundle folders and their modification times), never by mocking a backen
 from __future__ import annotations
 
 import json
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -247,33 +245,45 @@ def test_a_removed_bundle_is_compiled_again(digits_model, digits_data, tmp_path)
 
 
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_data, tmp_path):
-    """A real SIGINT once the first trial is on disk: finished trials stay cached, the re-run does only the rest."""
-    space = SearchSpace(precisions=("fp32", "int8"))
+    """`edgeship tune` in its own process, interrupted by a real SIGINT once the first trial is on disk: exit 130,
+    finished trials cached, the report saved as incomplete, no best bundle; the re-run does only the rest.
+    (In its own process: a SIGINT delivered to the pytest process itself segfaults once earlier tests have
+    left backend threads behind.)"""
+    import subprocess
+    import sys
+
+    from edgeship.cli import main
+    from edgeship.export import export_onnx
+
+    export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
+    np.save(tmp_path / "calib.npy", digits_data[0][:200])
+    np.savez(tmp_path / "val.npz", x=digits_data[2], y=digits_data[3])
+    args = ["tune", str(tmp_path / "digits.onnx"), "--shape", "?,1,32,32", "--calib", str(tmp_path / "calib.npy"),
+            "--val", str(tmp_path / "val.npz"), "--raw-calib", "--mean", "0.5", "--std", "0.5",
+            "--precisions", "fp32,int8", "--threads", "1,2", "--runs", "30", "--cache", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
     trials_dir = tmp_path / "cache" / "trials"
-    done = threading.Event()
-
-    def interrupt_after_first_trial() -> None:
-        while not done.is_set():
-            if trials_dir.is_dir() and any(trials_dir.glob("*.json")):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=interrupt_after_first_trial, daemon=True)
-    watcher.start()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            sweep(digits_model, digits_data, tmp_path / "cache", space=space, output=tmp_path / "out")
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not any(trials_dir.glob("*.json")):
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stdout.read()  # still running: 8 trials take longer than one
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
     finally:
-        done.set()
-        watcher.join()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
     finished = len(list(trials_dir.glob("*.json")))
-    assert 1 <= finished < 4
+    assert 1 <= finished < 8
     partial = Report.load(tmp_path / "out" / "report")
     assert partial.complete is False and len(partial.rows) == 1 + finished
     assert not (tmp_path / "out" / "best.edgeship").exists()
-    resumed = sweep(digits_model, digits_data, tmp_path / "cache", space=space)
-    assert resumed.stats["cached"] == finished and resumed.stats["measured"] == 4 - finished
+    assert main(args) == 0
+    stats = json.loads((tmp_path / "out" / "report" / "report.json").read_text())["settings"]["stats"]
+    assert stats["cached"] == finished and stats["measured"] == 8 - finished
 
 
 def test_cli_tune_onnx_model_with_accuracy_aware_fallback(digits_model, digits_data, tmp_path, capsys):

@@ -1,6 +1,9 @@
 """edgeship.tune and edgeship.benchmark on a real local Ray cluster: the same choice (and the same rows) as
 the local executor, bundles through the object store, and workers that die are retried, then reported.
 
+Named to run after test_tune.py: its real in-process SIGINT test segfaults a process that has run a Ray
+driver before (reproduced with this module first).
+
 The cluster advertises a custom resource per target, as device boxes joining a farm would. Worker deaths
 are real: a model whose pruned copy ends its process with ``os._exit`` while the worker compiles it.
 """
