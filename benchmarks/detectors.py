@@ -43,6 +43,17 @@ def _raw_scene(seed: int = 0) -> np.ndarray:
     return np.kron(rng.integers(0, 255, (24, 32, 3)), np.ones((20, 20, 1))).astype(np.uint8)
 
 
+def _inputs(size: tuple[int, int]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(the InputSpec at ``size`` — stretch resize, [-1, 1] normalisation —, the raw 640x480 frame, 16
+    calibration samples: the frame shifted sideways)."""
+    import edgeship
+
+    spec = edgeship.InputSpec(shape=(1, 3, *size), preprocess=edgeship.Preprocess(
+        scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="stretch"))
+    raw = _raw_scene()
+    return spec, raw, np.concatenate([spec.apply_preprocess(np.roll(raw, 40 * i, axis=1)) for i in range(16)])
+
+
 def measure_detector(name: str, size: tuple[int, int], runs: int, threads: int, tmp: Path) -> tuple[list[dict[str, Any]], Any]:
     """Rows for one torchvision detector (or one row with the error that stopped it) and the torch model."""
     import edgeship
@@ -52,10 +63,7 @@ def measure_detector(name: str, size: tuple[int, int], runs: int, threads: int, 
     D = require("torchvision.models.detection", "the detector benchmark")
     torch.manual_seed(0)
     model = getattr(D, name)(weights=None, weights_backbone=None).eval()
-    spec = edgeship.InputSpec(shape=(1, 3, *size), preprocess=edgeship.Preprocess(
-        scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="stretch"))
-    raw = _raw_scene()
-    calib = np.concatenate([spec.apply_preprocess(np.roll(raw, 40 * i, axis=1)) for i in range(16)])
+    spec, raw, calib = _inputs(size)
     x = spec.apply_preprocess(raw)
     rows: list[dict[str, Any]] = []
     base = {"model": name, "size": f"{size[0]}x{size[1]}"}
@@ -110,16 +118,12 @@ def run_detector_suite(runs: int = 30, threads: int = 2, models: list[str] | Non
 
 def _whole_graph_rows(model: Any, runs: int, threads: int, tmp: Path) -> list[dict[str, Any]]:
     """ssdlite320 with torchvision's own postprocessing inside the graph, on OpenVINO FP32 and (NNCF) INT8."""
-    import edgeship
     from edgeship.detection import _wrappers
 
     torch = require("torch")
     ov = require("openvino")
     nncf = require("nncf")
-    spec = edgeship.InputSpec(shape=(1, 3, 320, 320), preprocess=edgeship.Preprocess(
-        scale=1 / 255, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="stretch"))
-    raw = _raw_scene()
-    calib = np.concatenate([spec.apply_preprocess(np.roll(raw, 40 * i, axis=1)) for i in range(16)])
+    _, raw, calib = _inputs((320, 320))
     whole = _wrappers()[1](model, (320, 320)).eval()
     whole.model.transform.image_mean, whole.model.transform.image_std = [0.5] * 3, [0.5] * 3
     onnx_path = tmp / "whole.onnx"

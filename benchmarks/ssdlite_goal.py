@@ -40,7 +40,7 @@ def _scene() -> Any:
 def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """ssdlite320 trained for ``train_seconds`` (AdamW, batch 16), or its cached weights; eval mode."""
     from edgeship.demo import default_cache_dir
-    from edgeship.synthetic import SCENES_VERSION, make_scenes
+    from edgeship.synthetic import SCENES_VERSION, _recalibrate_batchnorm, make_scenes
 
     torch = require("torch", "the ssdlite benchmark")
     D = require("torchvision.models.detection", "the ssdlite benchmark")
@@ -71,14 +71,7 @@ def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int
         if steps % 50 == 0:
             print(f"step {steps}, {time.perf_counter() - start:.0f} s, loss {float(loss.detach()):.3f}", flush=True)
     train_s = time.perf_counter() - start
-    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():  # exact batch-norm statistics of the final weights
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        for s in range(0, 512, batch):
-            x = torch.from_numpy(images[s : s + batch]).permute(0, 3, 1, 2).float().div_(255)
-            model.backbone(model.transform(list(x))[0].tensors)
+    _recalibrate_batchnorm(model, images, batch, limit=512)  # exact batch-norm statistics of the final weights
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, _train_seconds=np.float64(train_s), _steps=np.int64(steps),

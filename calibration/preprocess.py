@@ -175,10 +175,9 @@ def apply_preprocess(raw: np.ndarray, spec: "InputSpec") -> np.ndarray:
         x = x[..., ::-1]
     # (x * scale - mean) / std as one multiply-add per channel, on a single float32 buffer already laid out
     # as the spec says: one cast-and-transpose pass and two in-place passes, no temporaries
-    gain = np.float32(pre.scale) / np.broadcast_to(np.asarray(pre.std if pre.std is not None else 1.0, np.float32),
-                                                   (channels,))
-    offset = -np.broadcast_to(np.asarray(pre.mean if pre.mean is not None else 0.0, np.float32), (channels,)) \
-        / np.broadcast_to(np.asarray(pre.std if pre.std is not None else 1.0, np.float32), (channels,))
+    mean = np.broadcast_to(np.asarray(pre.mean if pre.mean is not None else 0.0, np.float32), (channels,))
+    std = np.broadcast_to(np.asarray(pre.std if pre.std is not None else 1.0, np.float32), (channels,))
+    gain, offset = np.float32(pre.scale) / std, -mean / std
     n, h, w = x.shape[:3]
     if spec.layout == "NCHW":
         out = np.empty((n, channels, h, w), dtype=np.float32)

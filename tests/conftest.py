@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,27 @@ def torch_forward(model, x: np.ndarray) -> np.ndarray:
 
     with torch.inference_mode():
         return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def interrupt_cli(args: list[str], trials_dir: Path, after: int) -> tuple[int, str, int]:
+    """Run ``edgeship ARGS`` in its own process and send it a real SIGINT once ``after`` trial records are in
+    ``trials_dir``: (exit status, its output, trial records on disk afterwards). A SIGINT to the pytest process
+    itself segfaults once earlier tests have left backend threads behind, hence the subprocess."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and len(list(trials_dir.glob("*.json"))) < after:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stdout.read()  # still running: the sweep takes longer than that
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, output, len(list(trials_dir.glob("*.json")))
 
 
 def run_python(code: str, timeout: float = 180) -> dict:

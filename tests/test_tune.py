@@ -7,8 +7,6 @@ records, bundle folders and their modification times), never by mocking a backen
 from __future__ import annotations
 
 import json
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,8 @@ import edgeship
 from edgeship import Budget, Prune, SearchSpace, TuneBudgetError, demo
 from edgeship.benchmarks import Report
 from edgeship.tune import Candidate, Trial, select
+
+from conftest import interrupt_cli
 
 RUNS = dict(runs=30, warmup=3, show_progress=False)
 SPEC = demo.DIGITS_SPEC
@@ -247,11 +247,7 @@ def test_a_removed_bundle_is_compiled_again(digits_model, digits_data, tmp_path)
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_data, tmp_path):
     """`edgeship tune` in its own process, interrupted by a real SIGINT once the first trial is on disk: exit 130,
     finished trials cached, the report saved as incomplete, no best bundle; the re-run does only the rest.
-    (In its own process: a SIGINT delivered to the pytest process itself segfaults once earlier tests have
-    left backend threads behind.)"""
-    import subprocess
-    import sys
-
+    """
     from edgeship.cli import main
     from edgeship.export import export_onnx
 
@@ -262,21 +258,8 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_d
             "--val", str(tmp_path / "val.npz"), "--raw-calib", "--mean", "0.5", "--std", "0.5",
             "--precisions", "fp32,int8", "--threads", "1,2", "--runs", "30", "--cache", str(tmp_path / "cache"),
             "--out", str(tmp_path / "out")]
-    trials_dir = tmp_path / "cache" / "trials"
-    proc = subprocess.Popen([sys.executable, "-m", "edgeship", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline and not any(trials_dir.glob("*.json")):
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stdout.read()  # still running: 8 trials take longer than one
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, output
-    finished = len(list(trials_dir.glob("*.json")))
+    code, output, finished = interrupt_cli(args, tmp_path / "cache" / "trials", after=1)
+    assert code == 130, output
     assert 1 <= finished < 8
     partial = Report.load(tmp_path / "out" / "report")
     assert partial.complete is False and len(partial.rows) == 1 + finished

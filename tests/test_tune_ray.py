@@ -19,6 +19,8 @@ import pytest
 import edgeship
 from edgeship import Budget, SearchSpace, demo
 
+from conftest import interrupt_cli
+
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
@@ -241,8 +243,6 @@ def test_ctrl_c_on_a_ray_sweep_keeps_finished_trials(digits_model, digits_data, 
     """`edgeship tune --ray local` in its own process, interrupted by a real SIGINT once two trials are on disk:
     exit 130, the finished trials cached, the report saved as incomplete, the re-run resumes."""
     import json
-    import signal
-    import subprocess
 
     import numpy as np
 
@@ -255,21 +255,9 @@ def test_ctrl_c_on_a_ray_sweep_keeps_finished_trials(digits_model, digits_data, 
             "--calib", str(tmp_path / "calib.npy"), "--val", str(tmp_path / "val.npz"), "--raw-calib",
             "--mean", "0.5", "--std", "0.5", "--precisions", "fp32,fp16,int8", "--threads", "1,2", "--runs", "30",
             "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
-    trials = tmp_path / "cache" / "trials"
-    proc = subprocess.Popen([sys.executable, "-m", "edgeship", *args, "--ray", "local"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline and len(list(trials.glob("*.json"))) < 2:
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stdout.read()  # still running: 10 trials take longer than two
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, output
+    code, output, finished = interrupt_cli([*args, "--ray", "local"], tmp_path / "cache" / "trials", after=2)
+    assert code == 130, output
     assert "interrupted" in output
-    finished = len(list(trials.glob("*.json")))
     assert 2 <= finished < 10
     report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
     assert report["complete"] is False and len(report["rows"]) == 1 + report["settings"]["stats"]["finished"]
