@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .._fleet import CPU_FLAGS, cpu_flags  # re-exported: edgeship.benchmarks.cpu_flags
 from .._progress import progress
 from ..bundle import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
@@ -21,9 +22,6 @@ from .report import Report, Row
 from .stats import bootstrap_indices, percentile_interval
 
 # CPU features that decide which kernels a backend can use (x86: AVX2 / AVX-512 / VNNI / AMX; Arm: dot product)
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "fphp", "i8mm", "sve")
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -347,21 +345,6 @@ def _measure(rt, inputs: np.ndarray, raw: np.ndarray, labels: np.ndarray | None,
             row.streams_throughput = measure_streams([lambda r=r: r.run(sample) for r in runtimes], calls=plan.runs,
                                                      batch=plan.batch_size)
     return row, out
-
-
-def cpu_flags(cpuinfo: str | None = None) -> list[str]:
-    """The CPU features among ``CPU_FLAGS`` that /proc/cpuinfo lists (empty where it is unreadable)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    present: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            present.update(value.split())
-    return [f for f in CPU_FLAGS if f in present]
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:

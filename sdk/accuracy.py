@@ -156,7 +156,8 @@ def sensitivity(
     raw_images: bool = False,
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per-layer INT8 sensitivity: each quantizable layer of the FP32 graph quantized alone (U8S8 QDQ).
+    """Per-layer INT8 sensitivity: each quantizable layer of the FP32 graph quantized alone (QDQ, in the
+    bundle's onnxruntime-cpu INT8 flavour when it has one, else the fleet-safe U8S8 with 7-bit weights).
 
     Args:
         model: a bundle path or :class:`Bundle` (its FP32 source graph is used), or an ``.onnx`` path
@@ -180,12 +181,17 @@ def sensitivity(
         bundle = model if isinstance(model, Bundle) else Bundle.open(model)
         bundle.verify({"files": bundle.manifest["source"]["files"]})
         onnx_path, spec = bundle.source_onnx, input_spec or bundle.spec
-    from .targets.onnxruntime import U8S8Quantizer
+    from .targets.onnxruntime import StaticQuantizer
+
+    flavour = "u8s8-reduce-range"
+    if not is_onnx_path(model):
+        flavour = next((a["options"].get("int8_flavour", "u8s8") for a in bundle.artifacts
+                        if a["target"] == "onnxruntime-cpu" and a["precision"] == "int8"), flavour)
 
     calib = collect(calibration, spec, size=calibration_size, seed=seed, preprocess=raw_images)
     inputs = np.asarray(validation[0])
     inputs = spec.apply_preprocess(inputs) if raw_images else np.ascontiguousarray(inputs, dtype=spec.dtype)
     control = AccuracyControl(inputs=inputs, labels=np.asarray(validation[1]), max_drop=0.0, metric=metric)
-    with U8S8Quantizer(onnx_path, spec, calib) as quantizer, progress(show_progress) as bar:
+    with StaticQuantizer(onnx_path, spec, calib, flavour=flavour) as quantizer, progress(show_progress) as bar:
         task = bar.add_task("per-layer sensitivity", total=len(quantizer.layers()))
         return quantizer.sensitivity(control, progress_cb=lambda: bar.advance(task))

@@ -253,7 +253,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"INT8 sensitivity per layer (quantized alone, U8S8) — {args.metric}")
+    table = Table(title=f"INT8 sensitivity per layer (quantized alone, QDQ) — {args.metric}")
     for header in ("layer", "drop pts", "output error"):
         table.add_column(header, justify="left" if header == "layer" else "right")
     for row in rows:

@@ -16,6 +16,7 @@ from ._progress import console, progress
 from .bundle import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
 from .errors import AccuracyBudgetError, ConfigError, LatencyBudgetError
 from .export import export_onnx, is_onnx_path
+from ._fleet import cpu_flags, fleet
 from .recipe import Recipe
 from .spec import InputSpec
 
@@ -90,6 +91,7 @@ def compress(
                         preprocess=preprocess_calibration)
 
     control = _accuracy_control(recipe, validation, metric, precisions, input_spec, preprocess_calibration)
+    cpus = fleet(recipe.cpus)  # the CPUs INT8 must be exact on
     calib_check = _check_calibration(calib, input_spec, control)
     output = Path(output)
     source_fingerprint = _fingerprint(model)
@@ -97,7 +99,7 @@ def compress(
     with atomic_folder(output) as tmp:
         if prune_cfg is not None:
             model, pruning = _prune(model, input_spec, prune_cfg, backends, precisions, calib, calibration,
-                                    preprocess_calibration, finetune, show_progress)
+                                    preprocess_calibration, finetune, show_progress, cpus)
         with progress(show_progress) as bar:
             steps = 1 + len(targets) * len(precisions)
             label = Path(model).name if isinstance(model, (str, Path)) else type(model).__name__
@@ -121,7 +123,7 @@ def compress(
                     rel_dir = Path(name) / p
                     artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib,
                                                accuracy=control if p == "int8" else None,
-                                               keep_fp=keep_fp if p == "int8" else ())
+                                               keep_fp=keep_fp if p == "int8" else (), fleet=cpus)
                     record = artifact.options.get("accuracy")
                     if record is not None and not record["met"]:
                         raise AccuracyBudgetError(
@@ -142,7 +144,9 @@ def compress(
             "schema_version": SCHEMA_VERSION,
             "edgeship_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "build_host": {"machine": platform.machine(), "python": platform.python_version()},
+            "build_host": {"machine": platform.machine(), "python": platform.python_version(),
+                           "cpu_flags": cpu_flags()},
+            "fleet": cpus.to_dict(),
             "model": label,
             "source_fingerprint": source_fingerprint,
             "input_spec": spec.to_dict(),
@@ -262,7 +266,7 @@ def _fingerprint(model: Any) -> str:
 
 
 def _prune(model, spec, config, backends, precisions, calib, calibration, preprocess_calibration,
-           finetune, show_progress) -> tuple[Any, dict[str, Any]]:
+           finetune, show_progress, cpus=None) -> tuple[Any, dict[str, Any]]:
     """Prune at the fixed ratio or the least ratio that meets the latency budget; then recover."""
     from ._lazy import require
     from .calibration import collect
@@ -279,7 +283,7 @@ def _prune(model, spec, config, backends, precisions, calib, calibration, prepro
     if config.latency_ms is not None:
         target = next(iter(backends))
         ratio, search = _search_ratio(model, spec, config, target, backends[target], precisions[0], calib,
-                                      calib_batch, example, show_progress)
+                                      calib_batch, example, show_progress, cpus)
     else:
         ratio = config.ratio
     result = prune_model(model, example, config, ratio, calib_batch)
@@ -300,7 +304,7 @@ def _prune(model, spec, config, backends, precisions, calib, calibration, prepro
 
 
 def _search_ratio(model, spec, config, target_name, backend, precision, calib, calib_batch, example,
-                  show_progress) -> tuple[float, list[dict[str, Any]]]:
+                  show_progress, cpus=None) -> tuple[float, list[dict[str, Any]]]:
     """Bisect the pruning ratio: the least one whose measured p50 latency on the target meets the budget."""
     from .benchmarks.latency import measure_latency
     from .prune import prune_model
@@ -316,7 +320,8 @@ def _search_ratio(model, spec, config, target_name, backend, precision, calib, c
             onnx_path = Path(tmp) / "model.onnx"
             _, _, head = _export(result.model, spec, onnx_path)
             keep_fp = _automatic_keep_fp(onnx_path, head) if precision == "int8" else ()
-            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib, keep_fp=keep_fp)
+            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib, keep_fp=keep_fp,
+                                       fleet=cpus)
             with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
                 p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
         steps.append({"ratio": ratio, "p50_ms": p50, "meets": p50 <= config.latency_ms,

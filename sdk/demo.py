@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ._lazy import require
 from ._progress import console, progress
+from .errors import EdgeshipError
 from .spec import InputSpec, Preprocess
 
 IMAGE_SIZE = 32
@@ -63,19 +64,49 @@ def build_digits_cnn(width: int = 16):
     )
 
 
-def train_digits_cnn(cache_dir: str | os.PathLike | None = None, epochs: int = 12, seed: int = 0,
-                     show_progress: bool = True) -> Any:
-    """Train the digits CNN (seeded) or reuse the weights cached as .npz (no pickle) in ``cache_dir``."""
+#: the digits CNN's weights as trained by ``train_digits_cnn(pinned=False)`` with the defaults, shipped with
+#: edgeship and pinned by content hash: torch's CPU kernels differ between AVX2 and AVX-512 machines, and so
+#: would freshly trained weights; the demo, tests and benchmarks measure this very model on every CPU.
+PINNED_WEIGHTS = Path(__file__).parent / "data" / "digits_cnn.npz"
+PINNED_SHA256 = "49950f705fb7e52d432102fbd812b7b8481b9f8657479378e79fee23cf86ed67"
+
+
+def weights_digest(state: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes, in name order (not the .npz file's bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        array = np.ascontiguousarray(state[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _load_weights(model: Any, path: Path, expected_sha256: str | None = None) -> Any:
     torch = require("torch", "the digits demo")
-    x_train, y_train, _, _ = digits_data(seed)
+    with np.load(path, allow_pickle=False) as stored:
+        state = {k: stored[k] for k in stored.files}
+    if expected_sha256 is not None and weights_digest(state) != expected_sha256:
+        raise EdgeshipError(f"the shipped digits CNN weights {path} do not match their pinned SHA-256 "
+                            f"{expected_sha256[:16]}… (got {weights_digest(state)[:16]}…); reinstall edgeship")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model.eval()
+
+
+def train_digits_cnn(cache_dir: str | os.PathLike | None = None, epochs: int = 12, seed: int = 0,
+                     show_progress: bool = True, pinned: bool = True) -> Any:
+    """The trained digits CNN. By default the weights shipped with edgeship (checked against
+    ``PINNED_SHA256``), the same on every machine; ``pinned=False`` (or other epochs / seed) trains it,
+    seeded, or reuses the weights cached as .npz (no pickle) in ``cache_dir``."""
+    torch = require("torch", "the digits demo")
     model = build_digits_cnn()
+    if pinned and epochs == 12 and seed == 0:
+        return _load_weights(model, PINNED_WEIGHTS, PINNED_SHA256)
+    x_train, y_train, _, _ = digits_data(seed)
     key = hashlib.sha256(f"digits-cnn-v2-{epochs}-{seed}-{torch.__version__}".encode()).hexdigest()[:12]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     weights = cache / f"digits_cnn_{key}.npz"
     if weights.is_file():
-        with np.load(weights, allow_pickle=False) as stored:
-            model.load_state_dict({k: torch.from_numpy(stored[k]) for k in stored.files})
-        return model.eval()
+        return _load_weights(model, weights)
     torch.manual_seed(seed)
     inputs = torch.from_numpy(DIGITS_SPEC.apply_preprocess(x_train))
     targets = torch.from_numpy(y_train)

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ._fleet import check_cpus
 from .errors import ConfigError
 from .prune import Prune
 
@@ -26,6 +27,9 @@ class Recipe:
         metric: the metric of ``max_drop`` ("top1", "top5").
         keep_fp: ONNX node names INT8 leaves in floating point; None = automatic (a detector's
             box and score heads, found from the graph), () = quantize everything.
+        cpus: the CPUs the bundle will run on: "x86-64-v3" (any x86-64 with AVX2, the default),
+            "avx512-vnni", "amx", "arm64", "native" (exactly this machine), or several. INT8 is made
+            numerically safe on every one (see ``edgeship._fleet``).
     """
 
     calibration_size: int = 300
@@ -34,6 +38,7 @@ class Recipe:
     max_drop: float | None = None
     metric: str = "top1"
     keep_fp: tuple[str, ...] | None = None
+    cpus: str | tuple[str, ...] = "x86-64-v3"
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
@@ -48,6 +53,8 @@ class Recipe:
             if isinstance(self.keep_fp, str) or not all(isinstance(n, str) for n in self.keep_fp):
                 raise ConfigError(f"Recipe.keep_fp must be a list of node names or None, got {self.keep_fp!r}")
             object.__setattr__(self, "keep_fp", tuple(self.keep_fp))
+        cpus = check_cpus(self.cpus)
+        object.__setattr__(self, "cpus", cpus[0] if len(cpus) == 1 else cpus)
         if self.prune is not None and not isinstance(self.prune, Prune):
             raise ConfigError(f"Recipe.prune must be an edgeship.Prune, got {type(self.prune).__name__}")
 
@@ -60,6 +67,7 @@ class Recipe:
             "max_drop": self.max_drop,
             "metric": self.metric,
             "keep_fp": list(self.keep_fp) if self.keep_fp is not None else None,
+            "cpus": self.cpus if isinstance(self.cpus, str) else list(self.cpus),
         }
 
     @classmethod

@@ -20,6 +20,7 @@ from ..errors import InputValidationError, RuntimeStateError
 from ..spec import shape_matches
 
 if TYPE_CHECKING:
+    from .._fleet import Fleet
     from ..accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
@@ -103,10 +104,13 @@ class Target(ABC):
         calibration: "CalibrationSet | None",
         accuracy: "AccuracyControl | None" = None,
         keep_fp: Sequence[str] = (),
+        fleet: "Fleet | None" = None,
     ) -> Artifact:
         """Build this target's artifact from the FP32 ONNX model into ``out_dir`` (relative file names).
 
         ``keep_fp`` names ONNX nodes that INT8 must leave in floating point (e.g. a detector's heads).
+        ``fleet`` is the CPUs the bundle will run on (``Recipe.cpus``, resolved): INT8 for a CPU target
+        must be numerically safe on every one of them; ``artifact.options["flavour_choice"]`` says how.
 
         With ``accuracy`` (INT8 only), layers are returned to floating point until the metric drop on
         the validation data is within the budget; ``artifact.options["accuracy"]`` records the result.

@@ -1,20 +1,26 @@
-"""onnxruntime-cpu: ONNX Runtime's CPU execution provider; INT8 as U8S8 QDQ from ONNX Runtime's quantizer.
+"""onnxruntime-cpu: ONNX Runtime's CPU execution provider; INT8 as QDQ from ONNX Runtime's static quantizer.
 
-U8S8 (uint8 activations, int8 weights) is the flavour ONNX Runtime's x86 kernels run fast: measured
-~3x faster than S8S8 here. NNCF's ONNX path emits int8 activations after residual adds, so the
-CPU artifact comes from ``onnxruntime.quantization.quantize_static`` on edgeship's calibration set.
+INT8 comes in flavours (``INT8_FLAVOURS``), chosen for the CPUs the recipe declares (``Recipe.cpus``):
+full-range U8S8 (uint8 activations, int8 per-channel weights) is what the x86 kernels run fastest and
+is exact where the CPU has VNNI/AMX; without VNNI the same kernels sum u8 x s8 pairs in saturating
+16 bits (the digits demo: 97.2 -> 59.7 % top-1 under ``qemu-x86_64 -cpu EPYC``), so a fleet that may
+hold such a CPU gets a flavour whose products cannot saturate — 7-bit weights (``reduce_range``) or
+U8U8 — chosen by measurement (fake-quant fidelity to FP32, then speed). NNCF's ONNX path emits int8
+activations after residual adds, so the CPU artifact comes from ``onnxruntime.quantization.quantize_static``.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
-import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
+from .._fleet import Fleet, fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
 from .base import Artifact, Runtime, Target, TensorInfo
@@ -70,6 +76,7 @@ class ONNXRuntimeCPU(Target):
         calibration: "CalibrationSet | None",
         accuracy: "AccuracyControl | None" = None,
         keep_fp: Sequence[str] = (),
+        fleet: Fleet | None = None,
     ) -> Artifact:
         ort = _ort()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,12 +86,16 @@ class ONNXRuntimeCPU(Target):
         elif precision == "int8":
             if calibration is None:
                 raise ConfigError("int8 on onnxruntime-cpu needs calibration data")
-            with U8S8Quantizer(onnx_path, spec, calibration, keep_fp) as quantizer:
+            fleet = fleet or resolve_fleet()
+            with StaticQuantizer(onnx_path, spec, calibration, keep_fp) as quantizer:
+                choice = quantizer.choose_flavour(fleet, accuracy.inputs if accuracy is not None else None)
                 if accuracy is None:
                     quantizer.quantize(out_dir / "model.onnx")
                 else:
                     options["accuracy"] = quantizer.quantize_within_budget(out_dir / "model.onnx", accuracy)
-            options.update(quant_format="QDQ", activations="uint8", weights="int8 per-channel",
+            flavour = INT8_FLAVOURS[choice["flavour"]]
+            options.update(quant_format="QDQ", int8_flavour=choice["flavour"], flavour_choice=choice,
+                           activations="uint8", weights=flavour.weights,
                            quantizer=f"onnxruntime.quantization {ort.__version__}",
                            fp_layers=sorted(set(keep_fp) | set(options.get("accuracy", {}).get("fp_layers", []))))
         else:
@@ -119,22 +130,47 @@ def calibration_reader(spec: "InputSpec", calibration: "CalibrationSet") -> Any:
     return Reader()
 
 
-class U8S8Quantizer:
-    """Static U8S8 QDQ quantization with per-channel weights, calibrated once on ``calibration``.
+@dataclass(frozen=True)
+class Int8Flavour:
+    """One way to quantize for ONNX Runtime's CPU kernels: weight type and range, and where it is exact."""
+
+    weight_type: str  # "QInt8" | "QUInt8"
+    reduce_range: bool
+    weights: str  # as the manifest describes them
+    saturates_without_vnni: bool
+
+
+INT8_FLAVOURS: dict[str, Int8Flavour] = {
+    # uint8 x int8 pairs summed in int16: up to 2 * 255 * 128 = 65280 > 32767 without VNNI
+    "u8s8": Int8Flavour("QInt8", False, "int8 per-channel", True),
+    # 7-bit weights: 2 * 255 * 64 = 32640 <= 32767, exact on every x86 CPU
+    "u8s8-reduce-range": Int8Flavour("QInt8", True, "int8 per-channel, 7-bit range", False),
+    # uint8 weights take ONNX Runtime's U8U8 kernels, which widen to 16 bits before multiplying
+    "u8u8": Int8Flavour("QUInt8", False, "uint8 per-channel", False),
+}
+FLEET_SAFE_FLAVOURS = tuple(name for name, f in INT8_FLAVOURS.items() if not f.saturates_without_vnni)
+
+
+class StaticQuantizer:
+    """Static QDQ quantization (uint8 activations, per-channel weights), calibrated once on ``calibration``.
 
     The graph is prepared (shape inference, optimisation) and the activation ranges are computed
-    once; every later ``quantize`` call (with layers excluded or alone) reuses them.
+    once; every later ``quantize`` call (another flavour, layers excluded or alone) reuses them.
     """
 
-    def __init__(self, src: Path, spec: "InputSpec", calibration: "CalibrationSet", keep_fp: Sequence[str] = ()) -> None:
+    def __init__(self, src: Path, spec: "InputSpec", calibration: "CalibrationSet", keep_fp: Sequence[str] = (),
+                 flavour: str = "u8s8") -> None:
+        if flavour not in INT8_FLAVOURS:
+            raise ConfigError(f"unknown onnxruntime-cpu INT8 flavour {flavour!r}; known: {sorted(INT8_FLAVOURS)}")
         self._src, self._spec, self._calibration = src, spec, calibration
+        self.flavour = flavour
         self._keep_fp = list(keep_fp)  # always left in floating point
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeship-ort-")
         self._prepared = Path(self._tmp.name) / "prepared.onnx"
         self._cache = Path(self._tmp.name) / "ranges.json"
         self._count = 0
 
-    def __enter__(self) -> "U8S8Quantizer":
+    def __enter__(self) -> "StaticQuantizer":
         require("onnx", "INT8 quantization for onnxruntime-cpu")
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -154,8 +190,10 @@ class U8S8Quantizer:
         graph = onnx.load(str(self._prepared), load_external_data=False).graph
         return [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS and n.name and n.name not in self._keep_fp]
 
-    def quantize(self, dst: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> Path:
+    def quantize(self, dst: Path, exclude: list[str] | None = None, only: list[str] | None = None,
+                 flavour: str | None = None) -> Path:
         quantization = require("onnxruntime.quantization", "INT8 quantization for onnxruntime-cpu")
+        kind = INT8_FLAVOURS[flavour or self.flavour]
         try:
             quantization.quantize_static(
                 str(self._prepared),
@@ -163,8 +201,9 @@ class U8S8Quantizer:
                 calibration_reader(self._spec, self._calibration),
                 quant_format=quantization.QuantFormat.QDQ,
                 activation_type=quantization.QuantType.QUInt8,
-                weight_type=quantization.QuantType.QInt8,
+                weight_type=getattr(quantization.QuantType, kind.weight_type),
                 per_channel=True,
+                reduce_range=kind.reduce_range,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
                 nodes_to_exclude=(self._keep_fp + list(exclude or [])) or None,
                 nodes_to_quantize=only,
@@ -174,6 +213,46 @@ class U8S8Quantizer:
         except Exception as exc:
             raise CompileError(f"ONNX Runtime static quantization failed: {exc}") from exc
         return dst
+
+    def choose_flavour(self, fleet: Fleet, inputs: np.ndarray | None = None) -> dict[str, Any]:
+        """Pick the INT8 flavour for ``fleet`` and set it on this quantizer; returns why, with the measurements.
+
+        Full-range U8S8 where every declared CPU accumulates INT8 in 32 bits; otherwise each flavour
+        that cannot saturate is quantized and measured on ``inputs`` (default: the calibration samples):
+        its fake-quant numerics' top-1 agreement with FP32 (``session.disable_quant_qdq``: the
+        quantization itself, independent of this CPU's kernels), whether this CPU's fused kernels
+        reproduce them, and p50 latency here. The most faithful wins; within one sample's agreement,
+        the faster one.
+        """
+        if not fleet.saturating:
+            self.flavour = "u8s8"
+            return {"flavour": "u8s8", "fleet": fleet.to_dict(),
+                    "reason": f"every declared CPU ({fleet.describe()}) accumulates INT8 products in 32 bits"}
+        from ..benchmarks.latency import measure_latency  # a measuring helper, not orchestration
+
+        x = inputs if inputs is not None else self._calibration.as_batch()
+        x = np.ascontiguousarray(x[:256], dtype=self._spec.dtype)
+        reference = _predict(_session(self._src), self._spec.name, x)
+        measured = []
+        for name in FLEET_SAFE_FLAVOURS:
+            path = self.quantize(Path(self._tmp.name) / f"flavour-{name}.onnx", flavour=name)
+            fused_session = _session(path)
+            fake = _predict(_session(path, fake_quant=True), self._spec.name, x)
+            fused = _predict(fused_session, self._spec.name, x)
+            one = x[:1]
+            p50 = measure_latency(lambda: fused_session.run(None, {self._spec.name: one}), runs=40, warmup=5).p50_ms
+            measured.append({"flavour": name, "fake_quant_agreement": _agreement(fake, reference),
+                             "fused_vs_fake_agreement_here": _agreement(fused, fake), "p50_ms_here": p50})
+        best_fidelity = max(m["fake_quant_agreement"] for m in measured)
+        tied = [m for m in measured if m["fake_quant_agreement"] >= best_fidelity - 1.0 / len(x) - 1e-12]
+        chosen = min(tied, key=lambda m: m["p50_ms_here"])
+        self.flavour = chosen["flavour"]
+        why = (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, where full-range U8S8 saturates; "
+               f"{chosen['flavour']} " + ("is the most faithful to FP32" if len(tied) == 1 else
+                                          "ties on fidelity to FP32 and is the fastest here")
+               + f" ({len(x)} samples)")
+        return {"flavour": self.flavour, "fleet": fleet.to_dict(), "reason": why, "measured": measured,
+                "samples": len(x)}
 
     def _predictor(self, **which: Any):
         """Quantize to a scratch file and return a predict function over it."""
@@ -210,10 +289,27 @@ class U8S8Quantizer:
         return control.record(final, fp_layers, method, **extra)
 
 
-def _session(path: Path, threads: int | None = None) -> Any:
+def _predict(session: Any, input_name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The first output of ``session`` on ``x``, in batches."""
+    return np.concatenate([session.run(None, {input_name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+
+
+def _agreement(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Top-1 agreement for (N, classes) outputs; else the fraction of samples within 1 % relative error."""
+    if outputs.ndim == 2 and outputs.shape[1] > 1:
+        return float(np.mean(outputs.argmax(1) == reference.argmax(1)))
+    a, b = outputs.reshape(len(outputs), -1), reference.reshape(len(reference), -1)
+    scale = np.abs(b).max(axis=1) + 1e-12
+    return float(np.mean(np.abs(a - b).max(axis=1) <= 0.01 * scale))
+
+
+def _session(path: Path, threads: int | None = None, fake_quant: bool = False) -> Any:
+    """A CPU session; ``fake_quant`` runs Q/DQ pairs as float arithmetic (the quantization numerics alone)."""
     ort = _ort()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if fake_quant:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     if threads is not None:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -277,7 +373,7 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
 
     def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
                 calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
-                keep_fp: Sequence[str] = ()) -> Artifact:
+                keep_fp: Sequence[str] = (), fleet: Fleet | None = None) -> Artifact:
         if precision == "int8" and self.int8_graph == "s8s8":
             from .tensorrt import symmetric_qdq
 
@@ -297,7 +393,7 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
             artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
                                 {"graph": "float16, float32 inputs and outputs"})
         else:
-            artifact = super().compile(onnx_path, out_dir, spec, precision, calibration, accuracy, keep_fp)
+            artifact = super().compile(onnx_path, out_dir, spec, precision, calibration, accuracy, keep_fp, fleet)
             artifact.target = self.name
         artifact.options["execution_provider"] = self.provider
         return artifact

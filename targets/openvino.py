@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .._fleet import Fleet, fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
 from .base import Artifact, Runtime, Target, TensorInfo
@@ -62,6 +63,7 @@ class OpenVINOCPU(Target):
         calibration: "CalibrationSet | None",
         accuracy: "AccuracyControl | None" = None,
         keep_fp: Sequence[str] = (),
+        fleet: Fleet | None = None,
     ) -> Artifact:
         ov = _ov()
         core = ov.Core()
@@ -77,7 +79,12 @@ class OpenVINOCPU(Target):
             if calibration is None:
                 raise ConfigError("int8 on openvino-cpu needs calibration data")
             nncf = require("nncf", "INT8 quantization")
+            fleet = fleet or resolve_fleet()
+            overflow_fix, why = _overflow_fix(fleet)
             try:
+                from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+                advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix))
                 ignored = _ignored_scope(nncf, keep_fp)
                 if accuracy is None:
                     model = nncf.quantize(
@@ -86,15 +93,19 @@ class OpenVINOCPU(Target):
                         subset_size=len(calibration),
                         preset=nncf.QuantizationPreset.PERFORMANCE,
                         ignored_scope=ignored,
+                        advanced_parameters=advanced,
                     )
                 else:
                     from ..accuracy import fill_reference
 
                     fill_reference(accuracy, onnx_path, spec)
-                    model = _quantize_with_accuracy_control(nncf, model, calibration, accuracy, ignored)
+                    model = _quantize_with_accuracy_control(nncf, model, calibration, accuracy, ignored, advanced)
             except Exception as exc:
                 raise CompileError(f"NNCF quantization for openvino-cpu failed: {exc}") from exc
             options.update(inference_precision="f32", quantizer=f"nncf {nncf.__version__}", preset="performance",
+                           overflow_fix=overflow_fix, int8_flavour=f"nncf overflow_fix={overflow_fix}",
+                           flavour_choice={"flavour": f"overflow_fix={overflow_fix}", "fleet": fleet.to_dict(),
+                                           "reason": why},
                            fp_layers=_float_layers(model))
         elif precision == "fp16":
             # FP16 weights in the IR; the CPU computes in f16 only where it has f16 arithmetic.
@@ -136,8 +147,17 @@ def _ignored_scope(nncf: Any, keep_fp: Sequence[str]) -> Any:
     return nncf.IgnoredScope(patterns=[re.escape(name) + "(/WithoutBiases)?$" for name in keep_fp], validate=False)
 
 
+def _overflow_fix(fleet: Fleet) -> tuple[str, str]:
+    """NNCF's overflow fix for ``fleet``: 7-bit weights everywhere unless every declared CPU has VNNI/AMX."""
+    if fleet.saturating:
+        return "enable", (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, whose u8 x s8 pair sums "
+                          "saturate in 16 bits: every layer's weights use 7 bits (NNCF OverflowFix.ENABLE)")
+    return "disable", (f"every declared CPU ({fleet.describe()}) accumulates INT8 products in 32 bits: "
+                       "full 8-bit weights (NNCF OverflowFix.DISABLE)")
+
+
 def _quantize_with_accuracy_control(nncf: Any, model: Any, calibration: "CalibrationSet", control: "AccuracyControl",
-                                    ignored: Any = None) -> Any:
+                                    ignored: Any = None, advanced: Any = None) -> Any:
     """NNCF's accuracy-aware INT8: quantize, then revert the most harmful layers to FP until the drop fits."""
     items = [(control.inputs[i : i + 1], control.labels[i : i + 1]) for i in range(len(control.inputs))]
 
@@ -157,6 +177,7 @@ def _quantize_with_accuracy_control(nncf: Any, model: Any, calibration: "Calibra
         subset_size=len(calibration),
         preset=nncf.QuantizationPreset.PERFORMANCE,
         ignored_scope=ignored,
+        advanced_quantization_parameters=advanced,
     )
 
 

@@ -134,7 +134,8 @@ class _TensorRTBase(Target):
 
     def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
                 calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
-                keep_fp: Sequence[str] = (), dla_core: int | None = None) -> Artifact:
+                keep_fp: Sequence[str] = (), fleet: Any = None, dla_core: int | None = None) -> Artifact:
+        """``fleet`` does not apply: TensorRT's INT8 runs on the GPU's tensor cores, not CPU kernels."""
         out_dir.mkdir(parents=True, exist_ok=True)
         graph = out_dir / "model.onnx"
         if precision == "int8":
