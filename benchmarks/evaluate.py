@@ -192,7 +192,9 @@ def benchmark(
                         row.params, row.macs = complexity["params"], complexity["macs"]
                         row.prune_ratio = pruning.get("ratio", 0.0)
                         row.macs_ratio = pruning.get("macs_ratio", 1.0)
-                    row.size_mb = bundle.size_bytes(bundle.artifact(target, precision)) / 1e6
+                    entry = bundle.artifact(target, precision)
+                    row.size_mb = bundle.size_bytes(entry) / 1e6
+                    row.int8_flavour = entry.get("options", {}).get("int8_flavour")
                     if out.ndim == 2 and ref_out.ndim == 2 and out.shape == ref_out.shape:
                         same = int(np.count_nonzero(out.argmax(axis=1) == ref_out.argmax(axis=1)))
                         row.agreement_pct = 100.0 * same / len(out)
@@ -326,7 +328,7 @@ def _measure(rt, inputs: np.ndarray, raw: np.ndarray, labels: np.ndarray | None,
     row = Row(variant="", target="", precision="", accuracy_pct=accuracy, drop_pts=None, agreement_pct=None,
               p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, p99_ms=stats.p99_ms, throughput=stats.throughput,
               size_mb=None, batch=plan.batch_size, runs=plan.runs, samples=int(len(inputs)),
-              accuracy_ci_pct=accuracy_ci, p50_ci_ms=stats.p50_ci, p99_ci_ms=stats.p99_ci)
+              accuracy_ci_pct=accuracy_ci, p50_ci_ms=stats.p50_ci, p99_ci_ms=stats.p99_ci, cpu_flags=cpu_flags())
     report = _classes(out, labels)
     if report is not None:
         row.per_class = {k: report[k] for k in ("precision", "recall", "f1", "support")}

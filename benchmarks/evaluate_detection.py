@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._fleet import cpu_flags
 from .._progress import progress
 from ..bundle import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
@@ -72,7 +73,9 @@ def benchmark_detection(
                     with Detector(bundle, target, precision, **opts) as detector:
                         row, _ = _measure(detector, images, ground_truth, ref_dets, runs, warmup)
                     row.variant, row.target, row.precision = name, target, precision
-                    row.size_mb = bundle.size_bytes(bundle.artifact(target, precision)) / 1e6
+                    entry = bundle.artifact(target, precision)
+                    row.size_mb = bundle.size_bytes(entry) / 1e6
+                    row.int8_flavour = entry.get("options", {}).get("int8_flavour")
                     row.bundle, row.manifest_sha256 = str(bundle.path.resolve()), manifest_sha
                     if row.accuracy_pct is not None and ref_row.accuracy_pct is not None:
                         row.drop_pts = ref_row.accuracy_pct - row.accuracy_pct
@@ -98,5 +101,6 @@ def _measure(detector: Any, images: Sequence[np.ndarray], ground_truth: Any, ref
     e2e = measure_latency(lambda: detector([images[0]]), runs=runs, warmup=warmup)
     row = Row(variant="", target="", precision="", accuracy_pct=accuracy, drop_pts=None, agreement_pct=agreement,
               p50_ms=model.p50_ms, p90_ms=model.p90_ms, p99_ms=model.p99_ms, throughput=model.throughput,
-              size_mb=None, runs=runs, samples=len(images), e2e_p50_ms=e2e.p50_ms, e2e_p99_ms=e2e.p99_ms)
+              size_mb=None, runs=runs, samples=len(images), e2e_p50_ms=e2e.p50_ms, e2e_p99_ms=e2e.p99_ms,
+              cpu_flags=cpu_flags())
     return row, detections

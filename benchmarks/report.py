@@ -74,6 +74,8 @@ class Row:
     threads: int | None = None
     options: dict[str, Any] | None = None  # runtime options beside threads, e.g. {"inference_precision": "bf16"}
     host: str | None = None  # the machine that measured the row, when it was not this one (bench on Ray)
+    cpu_flags: list[str] | None = None  # the CPU features of the machine that measured the row
+    int8_flavour: str | None = None  # how the INT8 artifact was made for its fleet (manifest options.int8_flavour)
     bundle: str = ""  # absolute path of the bundle the row was measured on
     manifest_sha256: str = ""  # SHA-256 of that bundle's manifest.json when it was measured
     recommended: bool = False  # the fastest variant on its target within the accuracy budget
