@@ -123,7 +123,8 @@ def compress(
                     rel_dir = Path(name) / p
                     artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib,
                                                accuracy=control if p == "int8" else None,
-                                               keep_fp=keep_fp if p == "int8" else (), fleet=cpus)
+                                               keep_fp=keep_fp if p == "int8" else (), fleet=cpus,
+                                               calibration_method=recipe.calibration_method)
                     record = artifact.options.get("accuracy")
                     if record is not None and not record["met"]:
                         raise AccuracyBudgetError(

@@ -12,6 +12,7 @@ from .errors import ConfigError
 from .prune import Prune
 
 RECIPE_SCHEMA_VERSION = 1
+CALIBRATION_METHODS = ("auto", "minmax", "percentile", "entropy")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class Recipe:
         cpus: the CPUs the bundle will run on: "x86-64-v3" (any x86-64 with AVX2, the default),
             "avx512-vnni", "amx", "arm64", "native" (exactly this machine), or several. INT8 is made
             numerically safe on every one (see ``edgeship._fleet``).
+        calibration_method: how INT8 activation ranges come from the calibration set: "minmax",
+            "percentile", "entropy" (ONNX Runtime's methods; NNCF's MINMAX, MEAN_QUANTILE, HISTOGRAM
+            estimators), or "auto": with validation data (``max_drop``) the most faithful one measured,
+            else MinMax on ONNX Runtime and NNCF's default on OpenVINO.
     """
 
     calibration_size: int = 300
@@ -39,6 +44,7 @@ class Recipe:
     metric: str = "top1"
     keep_fp: tuple[str, ...] | None = None
     cpus: str | tuple[str, ...] = "x86-64-v3"
+    calibration_method: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
@@ -53,6 +59,9 @@ class Recipe:
             if isinstance(self.keep_fp, str) or not all(isinstance(n, str) for n in self.keep_fp):
                 raise ConfigError(f"Recipe.keep_fp must be a list of node names or None, got {self.keep_fp!r}")
             object.__setattr__(self, "keep_fp", tuple(self.keep_fp))
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ConfigError(f"Recipe.calibration_method must be one of {CALIBRATION_METHODS}, "
+                              f"got {self.calibration_method!r}")
         cpus = check_cpus(self.cpus)
         object.__setattr__(self, "cpus", cpus[0] if len(cpus) == 1 else cpus)
         if self.prune is not None and not isinstance(self.prune, Prune):
@@ -68,6 +77,7 @@ class Recipe:
             "metric": self.metric,
             "keep_fp": list(self.keep_fp) if self.keep_fp is not None else None,
             "cpus": self.cpus if isinstance(self.cpus, str) else list(self.cpus),
+            "calibration_method": self.calibration_method,
         }
 
     @classmethod

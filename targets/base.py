@@ -105,12 +105,16 @@ class Target(ABC):
         accuracy: "AccuracyControl | None" = None,
         keep_fp: Sequence[str] = (),
         fleet: "Fleet | None" = None,
+        calibration_method: str = "auto",
     ) -> Artifact:
         """Build this target's artifact from the FP32 ONNX model into ``out_dir`` (relative file names).
 
         ``keep_fp`` names ONNX nodes that INT8 must leave in floating point (e.g. a detector's heads).
         ``fleet`` is the CPUs the bundle will run on (``Recipe.cpus``, resolved): INT8 for a CPU target
         must be numerically safe on every one of them; ``artifact.options["flavour_choice"]`` says how.
+        ``calibration_method`` ("auto", "minmax", "percentile", "entropy") is how activation ranges
+        come from the calibration set; "auto" lets the target choose (by measurement on the validation
+        inputs when ``accuracy`` brings them).
 
         With ``accuracy`` (INT8 only), layers are returned to floating point until the metric drop on
         the validation data is within the budget; ``artifact.options["accuracy"]`` records the result.

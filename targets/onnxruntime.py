@@ -77,7 +77,11 @@ class ONNXRuntimeCPU(Target):
         accuracy: "AccuracyControl | None" = None,
         keep_fp: Sequence[str] = (),
         fleet: Fleet | None = None,
+        calibration_method: str = "auto",
     ) -> Artifact:
+        """INT8 in the flavour that is exact on ``fleet`` (see ``StaticQuantizer.choose_flavour``);
+        ``calibration_method`` "minmax" | "percentile" | "entropy", or "auto": chosen by fake-quant
+        agreement on the validation inputs when ``accuracy`` brings them, else MinMax."""
         ort = _ort()
         out_dir.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = {"execution_provider": "CPUExecutionProvider"}
@@ -87,14 +91,24 @@ class ONNXRuntimeCPU(Target):
             if calibration is None:
                 raise ConfigError("int8 on onnxruntime-cpu needs calibration data")
             fleet = fleet or resolve_fleet()
+            if calibration_method not in ("auto", *CALIBRATION_METHODS):
+                raise ConfigError(f"calibration_method must be 'auto' or one of {CALIBRATION_METHODS}, "
+                                  f"got {calibration_method!r}")
             with StaticQuantizer(onnx_path, spec, calibration, keep_fp) as quantizer:
-                choice = quantizer.choose_flavour(fleet, accuracy.inputs if accuracy is not None else None)
+                validation = accuracy.inputs if accuracy is not None else None
+                if calibration_method != "auto" or validation is None:
+                    quantizer.method = "minmax" if calibration_method == "auto" else calibration_method
+                    methods = (quantizer.method,)
+                else:
+                    methods = CALIBRATION_METHODS
+                choice = quantizer.choose_flavour(fleet, validation, methods=methods)
                 if accuracy is None:
                     quantizer.quantize(out_dir / "model.onnx")
                 else:
                     options["accuracy"] = quantizer.quantize_within_budget(out_dir / "model.onnx", accuracy)
             flavour = INT8_FLAVOURS[choice["flavour"]]
             options.update(quant_format="QDQ", int8_flavour=choice["flavour"], flavour_choice=choice,
+                           calibration_method=choice["calibration_method"],
                            activations="uint8", weights=flavour.weights,
                            quantizer=f"onnxruntime.quantization {ort.__version__}",
                            fp_layers=sorted(set(keep_fp) | set(options.get("accuracy", {}).get("fp_layers", []))))
@@ -149,6 +163,8 @@ INT8_FLAVOURS: dict[str, Int8Flavour] = {
     "u8u8": Int8Flavour("QUInt8", False, "uint8 per-channel", False),
 }
 FLEET_SAFE_FLAVOURS = tuple(name for name, f in INT8_FLAVOURS.items() if not f.saturates_without_vnni)
+#: ONNX Runtime's calibration methods: edgeship name -> onnxruntime.quantization.CalibrationMethod member
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
 class StaticQuantizer:
@@ -164,10 +180,11 @@ class StaticQuantizer:
             raise ConfigError(f"unknown onnxruntime-cpu INT8 flavour {flavour!r}; known: {sorted(INT8_FLAVOURS)}")
         self._src, self._spec, self._calibration = src, spec, calibration
         self.flavour = flavour
+        self.method = "minmax"  # of CALIBRATION_METHODS: how activation ranges come from the calibration set
         self._keep_fp = list(keep_fp)  # always left in floating point
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeship-ort-")
         self._prepared = Path(self._tmp.name) / "prepared.onnx"
-        self._cache = Path(self._tmp.name) / "ranges.json"
+        self._cache = Path(self._tmp.name)  # ranges-<method>.json: one calibration pass per method
         self._count = 0
 
     def __enter__(self) -> "StaticQuantizer":
@@ -204,55 +221,76 @@ class StaticQuantizer:
                 weight_type=getattr(quantization.QuantType, kind.weight_type),
                 per_channel=True,
                 reduce_range=kind.reduce_range,
-                calibrate_method=quantization.CalibrationMethod.MinMax,
+                calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[self.method]),
                 nodes_to_exclude=(self._keep_fp + list(exclude or [])) or None,
                 nodes_to_quantize=only,
-                calibration_cache_path=str(self._cache),
+                calibration_cache_path=str(self._cache / f"ranges-{self.method}.json"),
                 extra_options={"CalibTensorRangeSymmetric": False},
             )
         except Exception as exc:
             raise CompileError(f"ONNX Runtime static quantization failed: {exc}") from exc
         return dst
 
-    def choose_flavour(self, fleet: Fleet, inputs: np.ndarray | None = None) -> dict[str, Any]:
-        """Pick the INT8 flavour for ``fleet`` and set it on this quantizer; returns why, with the measurements.
+    def choose_flavour(self, fleet: Fleet, inputs: np.ndarray | None = None,
+                       methods: Sequence[str] = ("minmax",)) -> dict[str, Any]:
+        """Pick the INT8 flavour for ``fleet``, then the calibration method among ``methods``, and set
+        both on this quantizer; returns why, with the measurements.
 
         Full-range U8S8 where every declared CPU accumulates INT8 in 32 bits; otherwise each flavour
         that cannot saturate is quantized and measured on ``inputs`` (default: the calibration samples):
         its fake-quant numerics' top-1 agreement with FP32 (``session.disable_quant_qdq``: the
         quantization itself, independent of this CPU's kernels), whether this CPU's fused kernels
         reproduce them, and p50 latency here. The most faithful wins; within one sample's agreement,
-        the faster one.
+        the faster one. Several ``methods`` are compared the same way on the chosen flavour (ties: the
+        first listed).
         """
-        if not fleet.saturating:
-            self.flavour = "u8s8"
-            return {"flavour": "u8s8", "fleet": fleet.to_dict(),
-                    "reason": f"every declared CPU ({fleet.describe()}) accumulates INT8 products in 32 bits"}
-        from ..benchmarks.latency import measure_latency  # a measuring helper, not orchestration
-
+        methods = tuple(methods)
+        self.method = methods[0]
         x = inputs if inputs is not None else self._calibration.as_batch()
         x = np.ascontiguousarray(x[:256], dtype=self._spec.dtype)
-        reference = _predict(_session(self._src), self._spec.name, x)
-        measured = []
-        for name in FLEET_SAFE_FLAVOURS:
-            path = self.quantize(Path(self._tmp.name) / f"flavour-{name}.onnx", flavour=name)
-            fused_session = _session(path)
-            fake = _predict(_session(path, fake_quant=True), self._spec.name, x)
-            fused = _predict(fused_session, self._spec.name, x)
-            one = x[:1]
-            p50 = measure_latency(lambda: fused_session.run(None, {self._spec.name: one}), runs=40, warmup=5).p50_ms
-            measured.append({"flavour": name, "fake_quant_agreement": _agreement(fake, reference),
-                             "fused_vs_fake_agreement_here": _agreement(fused, fake), "p50_ms_here": p50})
-        best_fidelity = max(m["fake_quant_agreement"] for m in measured)
-        tied = [m for m in measured if m["fake_quant_agreement"] >= best_fidelity - 1.0 / len(x) - 1e-12]
-        chosen = min(tied, key=lambda m: m["p50_ms_here"])
-        self.flavour = chosen["flavour"]
-        why = (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, where full-range U8S8 saturates; "
-               f"{chosen['flavour']} " + ("is the most faithful to FP32" if len(tied) == 1 else
-                                          "ties on fidelity to FP32 and is the fastest here")
-               + f" ({len(x)} samples)")
-        return {"flavour": self.flavour, "fleet": fleet.to_dict(), "reason": why, "measured": measured,
-                "samples": len(x)}
+        record: dict[str, Any] = {"fleet": fleet.to_dict(), "samples": len(x)}
+        reference = None
+        if not fleet.saturating:
+            self.flavour = "u8s8"
+            reason = f"every declared CPU ({fleet.describe()}) accumulates INT8 products in 32 bits: full-range U8S8"
+        else:
+            from ..benchmarks.latency import measure_latency  # a measuring helper, not orchestration
+
+            reference = _predict(_session(self._src), self._spec.name, x)
+            measured = []
+            for name in FLEET_SAFE_FLAVOURS:
+                path = self.quantize(Path(self._tmp.name) / f"flavour-{name}.onnx", flavour=name)
+                fused_session = _session(path)
+                fake = _predict(_session(path, fake_quant=True), self._spec.name, x)
+                fused = _predict(fused_session, self._spec.name, x)
+                one = x[:1]
+                p50 = measure_latency(lambda: fused_session.run(None, {self._spec.name: one}), runs=40,
+                                      warmup=5).p50_ms
+                measured.append({"flavour": name, "fake_quant_agreement": _agreement(fake, reference),
+                                 "fused_vs_fake_agreement_here": _agreement(fused, fake), "p50_ms_here": p50})
+            best = max(m["fake_quant_agreement"] for m in measured)
+            tied = [m for m in measured if m["fake_quant_agreement"] >= best - 1.0 / len(x) - 1e-12]
+            self.flavour = min(tied, key=lambda m: m["p50_ms_here"])["flavour"]
+            reason = (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, where full-range U8S8 saturates; "
+                      f"{self.flavour} " + ("is the most faithful to FP32" if len(tied) == 1 else
+                                             "ties on fidelity to FP32 and is the fastest here")
+                      + f" ({len(x)} samples)")
+            record["measured"] = measured
+        if len(methods) > 1:
+            if reference is None:
+                reference = _predict(_session(self._src), self._spec.name, x)
+            by_method = []
+            for method in methods:
+                self.method = method
+                path = self.quantize(Path(self._tmp.name) / f"method-{method}.onnx")
+                fake = _predict(_session(path, fake_quant=True), self._spec.name, x)
+                by_method.append({"calibration_method": method, "fake_quant_agreement": _agreement(fake, reference)})
+            best = max(m["fake_quant_agreement"] for m in by_method)
+            self.method = next(m["calibration_method"] for m in by_method
+                               if m["fake_quant_agreement"] >= best - 1.0 / len(x) - 1e-12)
+            reason += f"; calibration {self.method}, the most faithful of {list(methods)} on the validation inputs"
+            record["methods_measured"] = by_method
+        return {"flavour": self.flavour, "calibration_method": self.method, "reason": reason, **record}
 
     def _predictor(self, **which: Any):
         """Quantize to a scratch file and return a predict function over it."""
@@ -373,7 +411,7 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
 
     def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
                 calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
-                keep_fp: Sequence[str] = (), fleet: Fleet | None = None) -> Artifact:
+                keep_fp: Sequence[str] = (), fleet: Fleet | None = None, calibration_method: str = "auto") -> Artifact:
         if precision == "int8" and self.int8_graph == "s8s8":
             from .tensorrt import symmetric_qdq
 
@@ -393,7 +431,8 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
             artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
                                 {"graph": "float16, float32 inputs and outputs"})
         else:
-            artifact = super().compile(onnx_path, out_dir, spec, precision, calibration, accuracy, keep_fp, fleet)
+            artifact = super().compile(onnx_path, out_dir, spec, precision, calibration, accuracy, keep_fp, fleet,
+                                       calibration_method)
             artifact.target = self.name
         artifact.options["execution_provider"] = self.provider
         return artifact

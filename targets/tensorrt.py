@@ -134,8 +134,10 @@ class _TensorRTBase(Target):
 
     def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
                 calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
-                keep_fp: Sequence[str] = (), fleet: Any = None, dla_core: int | None = None) -> Artifact:
-        """``fleet`` does not apply: TensorRT's INT8 runs on the GPU's tensor cores, not CPU kernels."""
+                keep_fp: Sequence[str] = (), fleet: Any = None, calibration_method: str = "auto",
+                dla_core: int | None = None) -> Artifact:
+        """``fleet`` does not apply (TensorRT's INT8 runs on the GPU, not CPU kernels); the S8S8 graph is
+        calibrated with MinMax whatever ``calibration_method`` says."""
         out_dir.mkdir(parents=True, exist_ok=True)
         graph = out_dir / "model.onnx"
         if precision == "int8":

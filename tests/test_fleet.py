@@ -167,3 +167,40 @@ def test_default_int8_holds_on_an_emulated_avx2_cpu_where_full_range_u8s8_breaks
     # which also shows that the emulator runs the non-VNNI kernels at all
     full_range = float((emulated[vnni_ort] == _fake_quant_top1(vnni_bundle, x)).mean())
     assert full_range <= 0.97, (full_range, vs_fp32)
+
+
+# -- the calibration method -----------------------------------------------------------------------
+def test_unknown_calibration_method_is_refused():
+    with pytest.raises(ConfigError, match="percentile"):
+        edgeship.Recipe(calibration_method="kl")
+
+
+def test_explicit_calibration_method_is_used_and_recorded(digits_model, digits_data, tmp_path):
+    bundle = edgeship.compress(digits_model, input_spec=demo.DIGITS_SPEC, calibration=digits_data[0],
+                               preprocess_calibration=True, precision="int8", output=tmp_path / "p.edgeship",
+                               recipe=edgeship.Recipe(calibration_method="percentile"), show_progress=False)
+    for target in ("onnxruntime-cpu", "openvino-cpu"):
+        options = _int8(bundle, target)["options"]
+        assert options["calibration_method"] == "percentile"
+        assert "methods_measured" not in options["flavour_choice"]
+
+
+@pytest.mark.slow
+def test_auto_calibration_method_is_chosen_on_the_validation_data(digits_model, digits_data, tmp_path):
+    x_train, _, x_test, y_test = digits_data
+    bundle = edgeship.compress(digits_model, input_spec=demo.DIGITS_SPEC, calibration=x_train,
+                               preprocess_calibration=True, precision="int8", output=tmp_path / "a.edgeship",
+                               validation=(x_test, y_test), recipe=edgeship.Recipe(max_drop=1.0), show_progress=False)
+    ort = _int8(bundle, "onnxruntime-cpu")["options"]
+    measured = ort["flavour_choice"]["methods_measured"]
+    assert [m["calibration_method"] for m in measured] == ["minmax", "percentile", "entropy"]
+    best = max(m["fake_quant_agreement"] for m in measured)
+    chosen = next(m for m in measured if m["calibration_method"] == ort["calibration_method"])
+    assert chosen["fake_quant_agreement"] >= best - 1 / 256 - 1e-12
+    ov = _int8(bundle, "openvino-cpu")["options"]
+    measured = ov["flavour_choice"]["methods_measured"]
+    assert [m["calibration_method"] for m in measured] == ["nncf-default", "minmax", "percentile", "entropy"]
+    chosen = next(m for m in measured if m["calibration_method"] == ov["calibration_method"])
+    assert chosen["agreement"] >= max(m["agreement"] for m in measured) - 1 / 256 - 1e-12
+    for target in ("onnxruntime-cpu", "openvino-cpu"):
+        assert _int8(bundle, target)["options"]["accuracy"]["met"]
