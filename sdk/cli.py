@@ -86,6 +86,10 @@ def _recipe(args: argparse.Namespace):
         calibration_size=args.calibration_size if args.calibration_size is not None else recipe.calibration_size,
         seed=args.seed if args.seed is not None else recipe.seed,
     )
+    if getattr(args, "cpus", None):
+        recipe = dataclasses.replace(recipe, cpus=tuple(c.strip() for c in args.cpus.split(",")))
+    if getattr(args, "calibration_method", None):
+        recipe = dataclasses.replace(recipe, calibration_method=args.calibration_method)
     if args.max_drop is not None:
         recipe = dataclasses.replace(recipe, max_drop=args.max_drop)
     if args.metric is not None:
@@ -487,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calibration-size", type=int, default=None, help="calibration subset size (default 300)")
     c.add_argument("--seed", type=int, default=None, help="seed of the calibration subset (default 0)")
     c.add_argument("--recipe", help="a recipe TOML file (calibration_size, seed, [prune] ...)")
+    c.add_argument("--cpus", default=None,
+                   help="comma-separated CPU classes the bundle will run on: x86-64-v3 (default: any AVX2 CPU), "
+                        "avx512-vnni, amx, arm64, native; INT8 is made exact on every one")
+    c.add_argument("--calibration-method", choices=["auto", "minmax", "percentile", "entropy"], default=None,
+                   help="INT8 activation ranges (default auto: measured on --val when given, else MinMax / NNCF's)")
     c.add_argument("--prune", type=float, default=None, help="prune this fraction of channels (torch models)")
     c.add_argument("--prune-latency-ms", type=float, default=None,
                    help="prune the least that meets this p50 latency on the first target/precision")
