@@ -59,7 +59,8 @@ def remote_benchmark(data: bytes, sha256: str, name: str, target: str, inputs: A
 
 def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str, Any], targets: Sequence[str] | None,
                      address: str | None, retries: int, task_timeout_s: float | None, budget_pts: float,
-                     settings: dict[str, Any], save_to: Path | None, show_progress: bool) -> Report:
+                     settings: dict[str, Any], save_to: Path | None, show_progress: bool,
+                     sign_key: Any = None) -> Report:
     """Measure every (bundle, target) as a Ray task and assemble one report (see the module doc)."""
     from .._cache import pack_bytes
     from ..targets import list_targets
@@ -144,7 +145,7 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
     _finish(report, budget_pts)
     report.warnings = failures + report.warnings
     if save_to is not None:
-        report.save(save_to)
+        report.save(save_to, sign_key=sign_key)
     return report
 
 

@@ -53,6 +53,7 @@ def benchmark(
     agreement_threshold: float = 0.99,
     ci_resamples: int = 200,
     save_to: str | os.PathLike | None = None,
+    sign_key: Any = None,
     show_progress: bool = True,
     executor: str = "local",
     address: str | None = None,
@@ -83,6 +84,8 @@ def benchmark(
             called once per row).
         save_to: a folder: the report is saved there after every row (``complete: false``) and at the
             end; a Ctrl-C saves the rows measured so far, marked incomplete, then re-raises.
+        sign_key: an Ed25519 private key (PEM path or bytes): the final report.json is signed
+            (``report.json.sig``), so ``edgeship gate --verify`` refuses an edited one.
         executor: "local" (here), or "ray": each (bundle, target) runs as a Ray task on a node that
             advertises the target as a custom resource (see :mod:`edgeship.benchmarks.distributed`).
         address: the Ray cluster ("auto", "HOST:PORT"; None: a one-machine cluster started for the run).
@@ -124,7 +127,8 @@ def benchmark(
                 "intervals": "95%: Wilson for top1/top5/agreement, bootstrap for latency percentiles (1000 resamples, "
                              f"seed 0) and user metrics ({ci_resamples} resamples)",
                 "end_to_end": "preprocessing + inference + arg-max on raw inputs" if preprocess else None,
-                "peak_rss": "per row" if rss_per_row else "process peak so far"}
+                "peak_rss": "per row" if rss_per_row else "process peak so far",
+                "targets": list(targets) if targets else None}
     if executor == "ray":
         from .distributed import benchmark_on_ray
 
@@ -135,7 +139,7 @@ def benchmark(
         return benchmark_on_ray(opened, (x, labels) if labels is not None else x, kwargs=kwargs, targets=targets,
                                 address=address, retries=retries, task_timeout_s=task_timeout_s, budget_pts=budget_pts,
                                 settings=settings, save_to=Path(save_to) if save_to is not None else None,
-                                show_progress=show_progress)
+                                show_progress=show_progress, sign_key=sign_key)
     env = environment(threads)
     env["bundles"] = {str(b.path.resolve()): sha256_file(b.path / MANIFEST) for b in opened}
     report = Report(rows=[], metric=metric_name, settings=settings, environment=env, complete=False)
@@ -214,7 +218,7 @@ def benchmark(
     report.complete = True
     _finish(report, budget_pts)
     if folder is not None:
-        report.save(folder)
+        report.save(folder, sign_key=sign_key)
     return report
 
 

@@ -5,9 +5,15 @@ pick the same class as the reference), as in ``edgeship gate --min-agreement 0.9
 agreement in percent and the check converts. A value above 1 is refused rather than guessed at.
 
 A gate never trusts a row blindly: every report must be complete, every row must carry the SHA-256
-of its bundle's manifest, and where the bundle is reachable its manifest and the row's artifact files
-are hashed again; a mismatch fails the gate. Latency and accuracy limits apply to measured variants,
-not to the reference row. A value that is missing or NaN where a gate needs it fails that gate.
+of its bundle's manifest, and the bundle must be here (``require_bundles``, the default) so that its
+manifest and the row's artifact files are hashed again; a mismatch fails the gate. The figures that
+follow from others are recomputed (a row's drop from its variant's reference row), each variant has
+exactly one reference row, FP32 on a reference target, and every artifact of a bundle whose target
+was available where the report was measured must have its row (a deleted failing row fails). Numbers
+a hand could improve (accuracy, agreement, latency) are protected by the report's signature:
+``Report.load(path, public_key=...)``, ``edgeship gate --verify PUB``. Latency and accuracy limits
+apply to measured variants, not to the reference row. A value that is missing or NaN where a gate
+needs it fails that gate.
 """
 
 from __future__ import annotations
@@ -57,8 +63,8 @@ class Gates:
         min_agreement: top-1 agreement with the reference as a fraction in (0, 1] (0.98 = 98 %).
         baseline: a report (or its path) that no row may be worse than, within ``regression_tolerance``.
         regression_tolerance: how much worse than the baseline is still a pass.
-        require_bundles: fail rows whose bundle is not on this machine (default: check the recorded
-            hashes where the bundle is reachable and say which were not re-hashed).
+        require_bundles: fail rows whose bundle is not on this machine (the default); False checks the
+            recorded hashes where the bundle is reachable and notes which were not re-hashed.
     """
 
     max_drop: float | None = None
@@ -69,7 +75,7 @@ class Gates:
     min_agreement: float | None = None
     baseline: "Report | str | os.PathLike | None" = None
     regression_tolerance: Tolerance = field(default_factory=Tolerance)
-    require_bundles: bool = False
+    require_bundles: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_drop", "max_relative_drop", "max_p50_ms", "max_p99_ms", "min_throughput", "min_agreement"):
@@ -187,16 +193,22 @@ def check(report: "Report", gates: Gates) -> GateResult:
     measured = [r for r in report.rows if not r.is_reference]
     add(GateCheck(REPORT_ROW, "rows", float(len(measured)), "at least 1 measured variant", bool(measured)))
     _check_integrity(report, gates, result)
-    references = {r.variant: r for r in report.rows if r.is_reference}
+    references = _check_references(report, result)
+    _check_coverage(report, result)
     for r in measured:
+        ref = references.get(r.variant)
+        drop = _drop(r, ref)
+        if r.drop_pts is not None or drop is not None:
+            consistent = drop is not None and r.drop_pts is not None and abs(drop - r.drop_pts) <= 1e-6
+            add(GateCheck(r.label, "drop consistent", r.drop_pts, drop, consistent,
+                          "recorded drop vs the reference row's accuracy minus this row's"))
         if gates.max_drop is not None:
-            add(GateCheck(r.label, "max_drop", r.drop_pts, gates.max_drop, _le(r.drop_pts, gates.max_drop),
-                          "accuracy points below the reference" if r.drop_pts is not None else "no labels: no accuracy"))
+            add(GateCheck(r.label, "max_drop", drop, gates.max_drop, _le(drop, gates.max_drop),
+                          "accuracy points below the reference" if drop is not None else "no labels: no accuracy"))
         if gates.max_relative_drop is not None:
-            ref = references.get(r.variant)
             rel = None
-            if ref is not None and ref.accuracy_pct and r.drop_pts is not None:
-                rel = 100.0 * r.drop_pts / ref.accuracy_pct
+            if ref is not None and ref.accuracy_pct and drop is not None:
+                rel = 100.0 * drop / ref.accuracy_pct
             add(GateCheck(r.label, "max_relative_drop", rel, gates.max_relative_drop, _le(rel, gates.max_relative_drop),
                           "% of the reference's accuracy"))
         if gates.max_p50_ms is not None:
@@ -213,6 +225,57 @@ def check(report: "Report", gates: Gates) -> GateResult:
     if gates.baseline is not None:
         _check_regression(report, gates, result)
     return result
+
+
+REFERENCE_TARGETS = ("torch", "onnxruntime-cpu")  # where benchmark measures the FP32 reference
+
+
+def _drop(row: Any, ref: Any) -> float | None:
+    """The row's accuracy drop recomputed from its reference row (None without both accuracies)."""
+    if ref is None or ref.accuracy_pct is None or row.accuracy_pct is None:
+        return None
+    return float(ref.accuracy_pct) - float(row.accuracy_pct)
+
+
+def _check_references(report: "Report", result: GateResult) -> dict[str, Any]:
+    """Exactly one FP32 reference row per variant, on a reference target; returns variant -> that row."""
+    found: dict[str, list[Any]] = {}
+    for r in report.rows:
+        found.setdefault(r.variant, [])
+        if r.is_reference:
+            found[r.variant].append(r)
+    references = {}
+    for variant, refs in found.items():
+        ok = len(refs) == 1 and refs[0].target in REFERENCE_TARGETS and refs[0].precision == "fp32"
+        measured = ", ".join(f"{r.target} {r.precision}" for r in refs) or "none"
+        result.checks.append(GateCheck(f"{variant} (ref)", "reference", measured,
+                                       f"one fp32 row on {' or '.join(REFERENCE_TARGETS)}", ok,
+                                       "" if ok else "the reference every drop is measured against is not unique"))
+        if len(refs) == 1:
+            references[variant] = refs[0]
+    return references
+
+
+def _check_coverage(report: "Report", result: GateResult) -> None:
+    """Every artifact of a reachable bundle has a measured row, where its target was available to the bench."""
+    from ..bundle import Bundle
+
+    available = set((report.environment or {}).get("backends") or {})
+    chosen = (report.settings or {}).get("targets")
+    rows = {(r.bundle, r.target, r.precision) for r in report.rows if not r.is_reference}
+    for path in sorted({r.bundle for r in report.rows if r.bundle}):
+        try:
+            bundle = Bundle.open(path)
+        except Exception:  # noqa: BLE001 - unreachable or broken bundles are judged by _check_integrity
+            continue
+        for target, precision in bundle.variants:
+            if target not in available or (chosen and target not in chosen):
+                continue
+            present = (path, target, precision) in rows
+            if not present:
+                result.checks.append(GateCheck(f"{bundle.path.name} {target} {precision}", "row present", "missing",
+                                               "measured", False, f"{path} holds this artifact and {target} was "
+                                               "available where the report was measured, but it has no row"))
 
 
 def _check_integrity(report: "Report", gates: Gates, result: GateResult) -> None:
@@ -295,14 +358,16 @@ def _check_regression(report: "Report", gates: Gates, result: GateResult) -> Non
                                            f"baseline {old:.2f}, tolerance {tol.accuracy_pts} pts"))
         if r.is_reference:  # the reference's accuracy counts (a worse model is a regression), its speed does not
             continue
-        for attr, what in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")):
+        for attr, what in (("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("throughput", "samples/s")):
             old, new = getattr(b, attr), getattr(r, attr)
-            limit = old * (1 + tol.latency_pct / 100)
-            result.checks.append(GateCheck(name, f"regression {what}", new, limit, _le(new, limit),
+            if old is None or not math.isfinite(old):
+                result.notes.append(f"{name}: no {what} in the baseline; not compared")
+                continue
+            faster = attr == "throughput"
+            limit = old * (1 - tol.latency_pct / 100) if faster else old * (1 + tol.latency_pct / 100)
+            result.checks.append(GateCheck(name, f"regression {what}", new, limit,
+                                           _ge(new, limit) if faster else _le(new, limit),
                                            f"baseline {old:.3f}, tolerance {tol.latency_pct}%"))
-        limit = b.throughput * (1 - tol.latency_pct / 100)
-        result.checks.append(GateCheck(name, "regression samples/s", r.throughput, limit, _ge(r.throughput, limit),
-                                       f"baseline {b.throughput:.1f}, tolerance {tol.latency_pct}%"))
     new_rows = [r.label for k, r in current.items() if k not in matched]
     if new_rows:
         result.notes.append("not in the baseline (no regression check): " + ", ".join(new_rows))

@@ -30,6 +30,37 @@ REPORT_SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
 _INTERVALS = ("accuracy_ci_pct", "agreement_ci_pct", "p50_ci_ms", "p99_ci_ms")
+MAX_REPORT_BYTES = 64 << 20  # a report of a thousand rows is well under 2 MB
+
+
+def _check_row_types(r: Any, i: int) -> None:
+    """A row of report.json holds the types the gate reads, else ConfigError naming field, expectation and value."""
+    if not isinstance(r, dict):
+        raise ConfigError(f"report row {i} must be a JSON object, got {type(r).__name__}")
+    where = f"report row {i} ({r.get('variant')} {r.get('target')} {r.get('precision')})"
+    for name in ("variant", "target", "precision"):
+        if not isinstance(r.get(name), str):
+            raise ConfigError(f"{where}: '{name}' must be a string, got {r.get(name)!r}")
+    for name in ("bundle", "manifest_sha256", "source"):
+        if name in r and not isinstance(r[name], str):
+            raise ConfigError(f"{where}: '{name}' must be a string, got {r[name]!r}")
+    if not isinstance(r.get("is_reference", False), bool):
+        raise ConfigError(f"{where}: 'is_reference' must be true or false, got {r.get('is_reference')!r}")
+    for name in ("accuracy_pct", "drop_pts", "agreement_pct", "p50_ms", "p90_ms", "p99_ms", "throughput", "size_mb",
+                 "e2e_p50_ms", "e2e_p99_ms", "peak_rss_mb", "streams_throughput", "prune_ratio", "macs_ratio",
+                 "latency_ratio"):
+        value = r.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{where}: '{name}' must be a number or null, got {value!r}")
+    for name in ("batch", "runs", "samples", "streams"):
+        value = r.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{name}' must be an integer, got {value!r}")
+    for name in _INTERVALS:
+        value = r.get(name)
+        if value is not None and not (isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise ConfigError(f"{where}: '{name}' must be [low, high] numbers or null, got {value!r}")
 
 
 @dataclass
@@ -198,9 +229,14 @@ class Report:
             newer = isinstance(version, int) and version > REPORT_SCHEMA_VERSION
             raise ConfigError(f"report schema_version {version!r} is not one this edgeship reads "
                               f"{READABLE_SCHEMA_VERSIONS}" + ("; it was written by a newer edgeship" if newer else ""))
+        if not isinstance(data.get("complete", True), bool):
+            raise ConfigError(f"report 'complete' must be true or false, got {data.get('complete')!r}")
+        if not isinstance(data.get("rows"), list):
+            raise ConfigError(f"report 'rows' must be a list, got {type(data.get('rows')).__name__}")
         names = {f.name for f in fields(Row)}
         rows = []
-        for r in data["rows"]:
+        for i, r in enumerate(data["rows"]):
+            _check_row_types(r, i)
             row = Row(**{k: v for k, v in r.items() if k in names})
             for name in _INTERVALS:
                 value = getattr(row, name)
@@ -209,30 +245,49 @@ class Report:
             rows.append(row)
         return cls(rows=rows, metric=data.get("metric", "top1"), settings=data.get("settings", {}),
                    environment=data.get("environment", {}), pruning_search=data.get("pruning_search", {}),
-                   complete=bool(data.get("complete", True)), warnings=list(data.get("warnings", [])),
+                   complete=data.get("complete", True), warnings=list(data.get("warnings", [])),
                    schema_version=version)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Report":
-        """Read a report.json (or the folder holding one)."""
+    def load(cls, path: str | os.PathLike, public_key: Any = None) -> "Report":
+        """Read a report.json (or the folder holding one).
+
+        With ``public_key`` (Ed25519, PEM path or bytes) ``report.json.sig`` beside it must be a signature
+        by that key over the file's exact bytes (``save(sign_key=...)``, ``edgeship bench --sign``);
+        unsigned or altered reports raise BundleIntegrityError.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "report.json"
         try:
-            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            raw = path.read_bytes()
+            if len(raw) > MAX_REPORT_BYTES:
+                raise ConfigError(f"report {path} is {len(raw)} bytes; reports are at most {MAX_REPORT_BYTES}")
+            if public_key is not None:
+                from ..signing import verify_manifest
+
+                sig = path.with_name(path.name + ".sig")
+                verify_manifest(raw, sig.read_bytes() if sig.is_file() else None, public_key,
+                                where=f"report {path}", signature_file=sig.name)
+            return cls.from_dict(json.loads(raw.decode("utf-8")))
+        except RecursionError:
+            raise ConfigError(f"cannot read report {path}: JSON nested too deeply") from None
         except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"cannot read report {path}: {exc}") from exc
 
     def save(self, folder: str | os.PathLike, *, html: bool | None = None,
-             gate_result: "GateResult | None" = None) -> Path:
+             gate_result: "GateResult | None" = None, sign_key: Any = None) -> Path:
         """Write report.json, report.md and report.html into ``folder``, each atomically; returns the folder.
 
         Args:
             html: True: write report.html (needs ``edgeship[report]``); None: write it when jinja2 and
                 matplotlib are installed; False: skip it.
             gate_result: gate results to show in the Markdown and HTML.
+            sign_key: an Ed25519 private key (PEM path or bytes): write ``report.json.sig`` over the exact
+                bytes of report.json, so ``edgeship gate --verify PUB`` refuses an edited report. Without
+                it an older signature beside report.json is removed (it would not match).
         """
         from .._lazy import is_installed
 
@@ -242,8 +297,18 @@ class Report:
                  ("report.md", self.to_markdown(gate_result))]
         if html or (html is None and is_installed("jinja2") and is_installed("matplotlib")):
             texts.append(("report.html", self.to_html(gate_result)))
+        signature = None
+        if sign_key is not None:
+            from ..signing import sign_manifest
+
+            signature = sign_manifest(texts[0][1].encode("utf-8"), sign_key)
+        sig_path = folder / "report.json.sig"
+        if sig_path.exists():  # never a stale signature beside a new report.json
+            sig_path.unlink()
         for name, text in texts:
             _write_atomic(folder / name, text)
+        if signature is not None:
+            _write_atomic(sig_path, signature.decode("utf-8"))
         return folder
 
     # -- rendering --------------------------------------------------------------------------

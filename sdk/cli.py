@@ -198,6 +198,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             agreement_threshold=args.flag_agreement,
             ci_resamples=args.ci_resamples,
             save_to=args.report,
+            sign_key=args.sign,
             options=_single_options(args.option),
             executor="ray" if args.ray else "local",
             address=None if args.ray in (None, "local") else args.ray,
@@ -227,10 +228,14 @@ def _single_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]] | 
 def _cmd_gate(args: argparse.Namespace) -> int:
     from .benchmarks import Gates, Report, Tolerance
 
-    report = Report.load(args.report)
+    from .signing import configured_public_key
+
+    if args.require_bundles and args.allow_missing_bundles:
+        raise ConfigError("--require-bundles and --allow-missing-bundles contradict each other")
+    report = Report.load(args.report, public_key=configured_public_key(args.verify))
     gates = Gates(max_drop=args.max_drop, max_relative_drop=args.max_relative_drop, max_p50_ms=args.max_p50_ms,
                   max_p99_ms=args.max_p99_ms, min_throughput=args.min_throughput, min_agreement=args.min_agreement,
-                  baseline=args.baseline, require_bundles=args.require_bundles,
+                  baseline=args.baseline, require_bundles=not args.allow_missing_bundles,
                   regression_tolerance=Tolerance(accuracy_pts=args.tolerance_accuracy_pts,
                                                  latency_pct=args.tolerance_latency_pct))
     result = report.check(gates)
@@ -526,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--targets", default=None, help="only these targets (comma-separated)")
     b.add_argument("--preprocess", action="store_true", help="--data holds raw images; apply each bundle's preprocessing")
     b.add_argument("--report", help="folder for report.json, report.md and report.html (saved after every row)")
+    b.add_argument("--sign", default=None, metavar="KEY",
+                   help="Ed25519 private key (PEM): sign the final report.json (report.json.sig) for gate --verify")
     b.add_argument("--suite", choices=["core"], help="run a built-in benchmark suite instead")
     b.add_argument("--option", action="append", metavar="TARGET:NAME=VALUE",
                    help="a runtime option of one target, e.g. openvino-cpu:inference_precision=bf16 (repeatable)")
@@ -547,7 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline", default=None, help="an earlier report.json no row may be worse than")
     g.add_argument("--tolerance-accuracy-pts", type=float, default=0.5, help="baseline: accuracy/agreement slack, points")
     g.add_argument("--tolerance-latency-pct", type=float, default=10.0, help="baseline: latency/throughput slack, %%")
-    g.add_argument("--require-bundles", action="store_true", help="fail rows whose bundle is not here to re-hash")
+    g.add_argument("--require-bundles", action="store_true",
+                   help="fail rows whose bundle is not here to re-hash (the default; kept for old scripts)")
+    g.add_argument("--allow-missing-bundles", action="store_true",
+                   help="rows whose bundle is not on this machine are noted instead of failed")
+    g.add_argument("--verify", default=None, metavar="PUB",
+                   help="Ed25519 public key (PEM): refuse an unsigned or altered report.json "
+                        "(default $EDGESHIP_PUBLIC_KEY)")
     g.add_argument("--html", default=None, help="write the report with the gate results as an HTML page")
     g.set_defaults(func=_cmd_gate)
 

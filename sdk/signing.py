@@ -155,7 +155,7 @@ def sign_manifest(manifest_bytes: bytes, private_key: KeySource) -> bytes:
 
 
 def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes | None, public_key: KeySource,
-                    where: str = "bundle") -> str:
+                    where: str = "bundle", signature_file: str = SIGNATURE_FILE) -> str:
     """Check ``signature_bytes`` (a ``manifest.sig``) over ``manifest_bytes``; return the key's fingerprint.
 
     Raises BundleIntegrityError when the signature is absent, malformed, made by another key, or does
@@ -167,7 +167,7 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes | None, public
     expected_fp = fingerprint(key)
     if signature_bytes is None:
         raise BundleIntegrityError(
-            f"{where} is not signed (no {SIGNATURE_FILE}); a public key is configured, so only bundles signed "
+            f"{where} is not signed (no {signature_file}); a public key is configured, so only files signed "
             f"by key {expected_fp[:16]}… are accepted"
         )
     try:
@@ -177,9 +177,9 @@ def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes | None, public
         algorithm, signer_fp = doc.get("algorithm"), doc.get("public_key_sha256")
         signature = base64.b64decode(str(doc.get("signature", "")), validate=True)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise BundleIntegrityError(f"{SIGNATURE_FILE} of {where} is malformed: {exc}") from None
+        raise BundleIntegrityError(f"{signature_file} of {where} is malformed: {exc}") from None
     if algorithm != ALGORITHM:
-        raise BundleIntegrityError(f"{SIGNATURE_FILE} of {where} uses algorithm {algorithm!r}; expected {ALGORITHM!r}")
+        raise BundleIntegrityError(f"{signature_file} of {where} uses algorithm {algorithm!r}; expected {ALGORITHM!r}")
     if signer_fp != expected_fp:
         raise BundleIntegrityError(
             f"{where} is signed by key {str(signer_fp)[:16]}…, not by the configured key {expected_fp[:16]}…; "

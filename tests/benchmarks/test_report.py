@@ -145,7 +145,7 @@ def test_load_refuses_bad_reports(tmp_path):
                                           "it was written by a newer edgeship"):
         Report.load(tmp_path)
     (tmp_path / "report.json").write_text(json.dumps({**data, "rows": [{"variant": "x"}]}))
-    with pytest.raises(ConfigError, match="cannot read report"):
+    with pytest.raises(ConfigError, match="report row 0 .*'target' must be a string"):
         Report.load(tmp_path)
     (tmp_path / "report.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="must be a JSON object"):
