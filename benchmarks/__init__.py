@@ -9,7 +9,7 @@ from .gates import GateCheck, GateResult, Gates, Tolerance
 from .latency import LatencyStats, measure_latency, measure_streams
 from .metrics import METRICS, classification_report, get_metric, top1, top1_agreement, top5
 from .report import REPORT_SCHEMA_VERSION, Report, Row
-from .stats import bootstrap_interval, wilson_interval
+from .stats import bootstrap_interval, min_runs_for_quantile, quantile_interval, wilson_interval
 
 __all__ = [
     "GateCheck",
@@ -24,6 +24,8 @@ __all__ = [
     "benchmark",
     "benchmark_detection",
     "bootstrap_interval",
+    "min_runs_for_quantile",
+    "quantile_interval",
     "box_agreement",
     "classification_report",
     "cpu_flags",

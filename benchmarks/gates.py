@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BundleIntegrityError, ConfigError
+from .stats import min_runs_for_quantile
 
 if TYPE_CHECKING:
     from .report import Report
@@ -214,7 +215,11 @@ def check(report: "Report", gates: Gates) -> GateResult:
         if gates.max_p50_ms is not None:
             add(GateCheck(r.label, "max_p50_ms", r.p50_ms, gates.max_p50_ms, _le(r.p50_ms, gates.max_p50_ms)))
         if gates.max_p99_ms is not None:
-            add(GateCheck(r.label, "max_p99_ms", r.p99_ms, gates.max_p99_ms, _le(r.p99_ms, gates.max_p99_ms)))
+            bounded = r.p99_ci_ms is None or math.isfinite(r.p99_ci_ms[1])
+            add(GateCheck(r.label, "max_p99_ms", r.p99_ms, gates.max_p99_ms,
+                          bounded and _le(r.p99_ms, gates.max_p99_ms),
+                          "" if bounded else f"not enough runs: {r.runs} timed calls cannot bound a p99 "
+                          f"(at least {min_runs_for_quantile(0.99)} are needed; bench --runs)"))
         if gates.min_throughput is not None:
             add(GateCheck(r.label, "min_throughput", r.throughput, gates.min_throughput,
                           _ge(r.throughput, gates.min_throughput), "samples/s"))

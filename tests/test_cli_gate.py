@@ -44,21 +44,27 @@ def test_bench_writes_json_markdown_and_html(report_dir, digits_bundle):
 
 def test_gate_passes(report_dir, capsys):
     code = main(["gate", str(report_dir / "report.json"), "--max-drop", "5", "--min-agreement", "0.9",
-                 "--max-p99-ms", "10000", "--baseline", str(report_dir / "report.json")])
+                 "--max-p50-ms", "10000", "--baseline", str(report_dir / "report.json")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.startswith("all ") and "gate checks passed" in out
 
 
 def test_gate_fails_naming_each_row_and_gate(report_dir, digits_bundle, capsys, tmp_path):
-    code = main(["gate", str(report_dir), "--max-p99-ms", "0.000001", "--html", str(tmp_path / "gates.html")])
+    code = main(["gate", str(report_dir), "--max-p50-ms", "0.000001", "--html", str(tmp_path / "gates.html")])
     out = capsys.readouterr().out
     assert code == 1
     failed = [line.strip() for line in out.splitlines() if line.strip().startswith("FAIL:")]
-    assert failed == [f"FAIL: digits {t} {p}: max_p99_ms: measured {Report.load(report_dir).rows[i + 1].p99_ms:.4g}, "
+    assert failed == [f"FAIL: digits {t} {p}: max_p50_ms: measured {Report.load(report_dir).rows[i + 1].p50_ms:.4g}, "
                       "limit 1e-06" for i, (t, p) in enumerate(digits_bundle.variants)]
     page = (tmp_path / "gates.html").read_text()
-    assert "Release gates FAILED" in page and "max_p99_ms" in page
+    assert "Release gates FAILED" in page and "max_p50_ms" in page
+
+
+def test_a_p99_gate_fails_when_the_runs_cannot_bound_a_p99(report_dir, capsys):
+    """Two timed calls say nothing about the slowest 1 %: the gate fails for want of runs, whatever the limit."""
+    assert main(["gate", str(report_dir), "--max-p99-ms", "100000"]) == 1
+    assert "not enough runs: 2 timed calls cannot bound a p99 (at least 368 are needed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args,message", [

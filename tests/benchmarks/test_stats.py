@@ -222,3 +222,25 @@ def test_box_agreement():
     assert box_agreement(extra, ref, min_score=0.75) == 1.0
     assert box_agreement([_pred()], [_pred()]) == 1.0
     assert box_agreement([_pred(([0, 0, 100, 40], 1, 0.9))], [_pred(([0, 0, 100, 100], 1, 0.9))]) == 0.0  # IoU 0.4
+
+
+# -- order-statistic intervals of latency quantiles ------------------------------------------------
+def test_quantile_interval_needs_368_runs_to_bound_a_p99():
+    from edgeship.benchmarks import min_runs_for_quantile, quantile_interval
+
+    assert min_runs_for_quantile(0.99) == 368 and min_runs_for_quantile(0.5) == 6
+    ms = np.arange(1.0, 368.0)  # 367 runs
+    assert quantile_interval(ms, 0.99)[1] == np.inf
+    lo, hi = quantile_interval(np.arange(1.0, 369.0), 0.99)
+    assert np.isfinite(hi) and lo <= np.percentile(np.arange(1.0, 369.0), 99) <= hi
+
+
+def test_quantile_interval_covers_the_true_quantile_at_its_level():
+    """Seeded: 95 % intervals of an exponential's median and p99 (1000 runs) cover the truth ~95 % of the time."""
+    from edgeship.benchmarks import quantile_interval
+
+    rng = np.random.default_rng(0)
+    for q in (0.5, 0.99):
+        truth = -np.log(1 - q)
+        covered = [lo <= truth <= hi for lo, hi in (quantile_interval(rng.exponential(size=1000), q) for _ in range(400))]
+        assert 0.92 <= np.mean(covered) <= 0.99, (q, np.mean(covered))
