@@ -3,12 +3,17 @@
 A Target turns the bundle's FP32 ONNX model into an artifact (files in the bundle) and loads that
 artifact into a Runtime. The base Runtime owns the public surface — input validation against the
 InputSpec, optional preprocessing, the lifecycle and the context manager — so a backend writes only
-``_load``, ``_run`` and ``_close``.
+``_load``, ``_io``, ``_run`` and ``_close``.
+
+Threads: one Runtime may be shared by many threads. ``run`` from any thread returns exactly what it
+returns single-threaded (each backend's ``_run`` must be safe to call concurrently), and ``close()``
+refuses new runs, waits for the runs in flight, then releases the backend once.
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +147,8 @@ class RuntimeState(enum.Enum):
 class Runtime(ABC):
     """Runs one compiled model. ``run(inputs) -> {output name: array}`` is the same on every target.
 
-    Use as a context manager, or call ``close()``; a closed runtime refuses to run.
+    Use as a context manager, or call ``close()``; a closed runtime refuses to run. Safe to share
+    between threads: ``run`` may be called concurrently, and ``close()`` waits for runs in flight.
     """
 
     target: str = ""
@@ -151,6 +157,11 @@ class Runtime(ABC):
         self.spec = spec
         self.precision = precision
         self._state = RuntimeState.OPEN
+        # runs in flight, counted under one lock: two uncontended acquires per run, and close() waits on it
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._released = False  # _close() has been called (exactly once)
         self._load()
         self._inputs, self._outputs = self._io()
         self._input_names = {i.name for i in self._inputs}  # checked on every run
@@ -180,16 +191,38 @@ class Runtime(ABC):
         Args:
             inputs: one array for a single-input model, or {input name: array}.
             preprocess: treat the array as raw images and apply the spec's preprocessing first.
+
+        Raises:
+            InputValidationError: the inputs do not fit the spec (names, dtype, shape, empty, NaN/Inf).
+            RuntimeStateError: the runtime was closed before this run started.
         """
-        if self._state is not RuntimeState.OPEN:
-            raise RuntimeStateError(f"this {self.target} runtime is closed; load the bundle again to run it")
-        feed = self._validate(inputs, preprocess)
-        return self._run(feed)
+        with self._lock:  # registered and checked at once: close() either refuses this run or waits for it
+            if self._state is not RuntimeState.OPEN:
+                raise RuntimeStateError(f"this {self.target} runtime is closed; load the bundle again to run it")
+            self._in_flight += 1
+        try:
+            return self._run(self._validate(inputs, preprocess))
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if self._in_flight == 0 and self._state is RuntimeState.CLOSED:
+                    self._idle.notify_all()
 
     def close(self) -> None:
-        """Release the backend's resources; idempotent."""
-        if self._state is RuntimeState.OPEN:
+        """Refuse new runs, wait for the runs in flight, then release the backend's resources.
+
+        Idempotent and thread-safe: whichever call comes first releases the backend once, and every
+        call returns only after it has been released. Must not be called from inside a run (it would
+        wait for itself).
+        """
+        with self._idle:
             self._state = RuntimeState.CLOSED
+            self._idle.wait_for(lambda: self._in_flight == 0)
+            if self._released:
+                return
+            self._released = True
+            # still under the lock: a second close() returns only once this one has released the backend,
+            # and a run arriving now waits a moment and then sees CLOSED
             self._close()
 
     def __enter__(self) -> "Runtime":
@@ -229,6 +262,11 @@ class Runtime(ABC):
                 raise InputValidationError(
                     f"input '{info.name}' must have shape {shown} (? = any size), got {tuple(x.shape)}"
                 )
+            if x.size == 0:  # some backends return stale outputs of an earlier run for an empty batch
+                raise InputValidationError(
+                    f"input '{info.name}' must hold at least one sample and no zero-size dimension, "
+                    f"got shape {tuple(x.shape)}"
+                )
             if x.dtype.kind == "f" and not np.isfinite(x).all():
                 bad = int(x.size - np.count_nonzero(np.isfinite(x)))
                 raise InputValidationError(f"input '{info.name}' contains {bad} NaN/Inf values; expected finite numbers")
@@ -246,8 +284,11 @@ class Runtime(ABC):
 
     @abstractmethod
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run validated, contiguous inputs; return {output name: array}."""
+        """Run validated, contiguous, non-empty inputs; return {output name: array} of arrays the caller owns.
+
+        Called from many threads at once: a backend whose session is not thread-safe guards it itself.
+        """
 
     @abstractmethod
     def _close(self) -> None:
-        """Release backend resources."""
+        """Release backend resources; called once, after every run has returned."""

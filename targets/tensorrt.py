@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -266,7 +267,13 @@ def _layer_placement(trt: Any, logger: Any, engine_bytes: bytes) -> dict[str, li
 
 
 class TensorRTRuntime(Runtime):
-    """A deserialized engine and one execution context; device buffers from torch, run on a CUDA stream."""
+    """A deserialized engine and one execution context; device buffers from torch, run on a CUDA stream.
+
+    An execution context (its input shapes and tensor addresses) and the stream are not thread-safe,
+    so ``_run`` holds one lock for the whole call: concurrent callers take turns on the GPU. The
+    simplest safe choice, not measured (no GPU where it was written); a context and stream per thread
+    would let calls overlap, at the cost of each context's activation memory.
+    """
 
     def __init__(self, engine_bytes: bytes, spec: "InputSpec", precision: str, device: int = 0,
                  target: str = "tensorrt-gpu") -> None:
@@ -283,6 +290,7 @@ class TensorRTRuntime(Runtime):
         if self._engine is None:
             raise CompileError("TensorRT could not deserialize the engine")
         self._context = self._engine.create_execution_context()
+        self._context_lock = threading.Lock()  # one caller at a time on the context and the stream
         self._stream = self._torch.cuda.Stream(device=self._device)
         self._names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self._is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in self._names}
@@ -299,7 +307,7 @@ class TensorRTRuntime(Runtime):
         torch = self._torch
         device = f"cuda:{self._device}"
         keep = []
-        with torch.cuda.stream(self._stream):
+        with self._context_lock, torch.cuda.stream(self._stream):
             for name, x in feed.items():
                 host = torch.from_numpy(x).pin_memory()
                 dev = host.to(device, non_blocking=True)
@@ -315,7 +323,7 @@ class TensorRTRuntime(Runtime):
             if not self._context.execute_async_v3(self._stream.cuda_stream):
                 raise CompileError("TensorRT execute_async_v3 failed")
             host_out = {n: t.to("cpu", non_blocking=True) for n, t in outputs.items()}
-        self._stream.synchronize()
+            self._stream.synchronize()  # under the lock: the next caller's buffers must not race this copy
         return {n: t.numpy() for n, t in host_out.items()}
 
     def _close(self) -> None:

@@ -6,6 +6,9 @@ Parametrized over the registry (STYLE #12); a target that cannot run here is ski
 from __future__ import annotations
 
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from edgeship import demo
 from edgeship import ConfigError, InputSpec, InputValidationError, RuntimeStateError, UnknownTargetError
 from edgeship.targets import RuntimeState, TensorInfo, get_target_class
 
-from conftest import ALL_TARGETS, SMALL_SPEC, run_python, target_param, torch_forward
+from conftest import ALL_TARGETS, CPU_TARGETS, SMALL_SPEC, run_python, target_param, torch_forward
 
 TARGETS = [target_param(name) for name in ALL_TARGETS]
 FP32_TOL = {"rtol": 1e-4, "atol": 1e-4}
@@ -148,6 +151,7 @@ BAD_INPUTS = [
     pytest.param(_nan, r"contains 1 NaN/Inf values; expected finite", id="nan"),
     pytest.param(_inf, r"contains 1 NaN/Inf values; expected finite", id="inf"),
     pytest.param(lambda x: x.tolist(), r"must be a numpy.ndarray, got list", id="list"),
+    pytest.param(lambda x: x[:0], r"must hold at least one sample.*got shape \(0, 3, 16, 16\)", id="batch-0"),
     pytest.param(lambda x: {"image": x}, r"expected inputs \['input'\], got \['image'\]", id="wrong-name"),
     pytest.param(lambda x: {"input": x, "extra": x}, r"expected inputs \['input'\], got \['extra', 'input'\]",
                  id="extra-name"),
@@ -159,6 +163,13 @@ def test_invalid_inputs_raise_with_expected_and_got(rt, inputs, make_bad, messag
     with pytest.raises(InputValidationError, match=message):
         rt.run(make_bad(inputs))
     assert rt.run(inputs)["output"].shape == (5, 5)  # the runtime is still usable
+
+
+def test_zero_size_raw_batch_is_refused(rt):
+    """An empty batch never reaches the backend (OpenVINO returned the previous caller's outputs for one)."""
+    rt.run(np.ones((2, 3, 16, 16), np.float32))
+    with pytest.raises(InputValidationError, match=r"at least one sample.*got shape \(0, 3, 16, 16\)"):
+        rt.run(np.zeros((0, 16, 16, 3), np.uint8), preprocess=True)
 
 
 def test_preprocess_true_with_wrong_raw_size(rt):
@@ -198,6 +209,116 @@ def test_context_manager_closes(compiled, target, inputs):
     assert rt.state is RuntimeState.CLOSED
     with pytest.raises(RuntimeStateError):
         rt.run(inputs)
+
+
+# -- threads: one runtime shared by many callers -------------------------------------------------------
+def _thread_batches(shape: tuple[int, ...], threads: int = 8, runs: int = 40, seed: int = 11) -> list[list[np.ndarray]]:
+    """For each thread, ``runs`` seeded random batches of different contents, of batch 1 or 3."""
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal((1 if (t + i) % 3 else 3, *shape)).astype(np.float32) for i in range(runs)]
+            for t in range(threads)]
+
+
+def _assert_threads_match_single_thread(rt, batches: list[list[np.ndarray]]) -> None:
+    """Every thread's outputs, compared once all threads are done (so a result that aliases a reused buffer
+    shows), are exactly the single-threaded outputs of the same inputs."""
+    name = rt.outputs[0].name
+    expected = [[rt.run(x)[name] for x in per_thread] for per_thread in batches]
+    start = threading.Barrier(len(batches))
+
+    def work(per_thread: list[np.ndarray]) -> list[np.ndarray]:
+        start.wait(timeout=60)
+        return [rt.run(x)[name] for x in per_thread]
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        got = list(pool.map(work, batches))
+    differ = sum(not np.array_equal(g, e) for gs, es in zip(got, expected) for g, e in zip(gs, es))
+    assert differ == 0, f"{differ} of {sum(map(len, batches))} results differ from the single-threaded ones"
+
+
+def test_shared_by_threads_equals_single_thread(rt):
+    _assert_threads_match_single_thread(rt, _thread_batches((3, 16, 16)))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("cpu_target", [target_param(name) for name in CPU_TARGETS])
+def test_digits_shared_by_threads_equals_single_thread(digits_bundle, cpu_target, precision):
+    with digits_bundle.load(cpu_target, precision) as rt:
+        _assert_threads_match_single_thread(rt, _thread_batches(demo.DIGITS_SPEC.example_shape(1)[1:], seed=5))
+
+
+def test_close_waits_for_runs_in_flight(compiled, target, inputs):
+    """close() refuses new runs at once but returns, and releases the backend, only after every run in flight
+    has finished; each run either returns a full result or raises RuntimeStateError; two close() calls are fine."""
+    rt = compiled.load(target, "fp32")
+    expected = rt.run(inputs)["output"]
+    inner_run, inner_close = rt._run, rt._close
+    lock = threading.Lock()
+    in_backend = [0]
+    exits: list[int] = []  # perf_counter_ns when each backend run finished
+    closes: list[int] = []  # runs inside the backend when _close was called
+    hold, held, release = threading.Event(), threading.Event(), threading.Event()
+
+    def tracked_run(feed):
+        with lock:
+            in_backend[0] += 1
+        try:
+            if hold.is_set() and not held.is_set():  # the first run after hold: stays in flight until release
+                held.set()
+                assert release.wait(timeout=60)
+            return inner_run(feed)
+        finally:
+            with lock:
+                exits.append(time.perf_counter_ns())
+                in_backend[0] -= 1
+
+    def tracked_close():
+        closes.append(in_backend[0])
+        inner_close()
+
+    rt._run, rt._close = tracked_run, tracked_close
+    stop = threading.Event()
+
+    def loop() -> tuple[int, int]:
+        ok = refused = 0
+        while not stop.is_set():
+            try:
+                out = rt.run(inputs)["output"]
+            except RuntimeStateError:
+                refused += 1
+                continue
+            assert out.shape == (5, 5) and np.array_equal(out, expected)
+            ok += 1
+        return ok, refused
+
+    with ThreadPoolExecutor(4) as pool:
+        workers = [pool.submit(loop) for _ in range(4)]
+        hold.set()
+        assert held.wait(timeout=60)
+        closers = [threading.Thread(target=rt.close) for _ in range(2)]
+        for c in closers:
+            c.start()
+        deadline = time.monotonic() + 60
+        while rt.state is not RuntimeState.CLOSED and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert rt.state is RuntimeState.CLOSED
+        with pytest.raises(RuntimeStateError, match="closed"):  # refused at once, while a run is still in flight
+            rt.run(inputs)
+        assert all(c.is_alive() for c in closers) and closes == []  # both wait for the held run
+        release.set()
+        for c in closers:
+            c.join(timeout=60)
+        returned = time.perf_counter_ns()
+        assert not any(c.is_alive() for c in closers)
+        stop.set()
+        results = [w.result(timeout=60) for w in workers]  # re-raises anything but RuntimeStateError
+    assert closes == [0]  # released once, with no run inside the backend
+    assert exits and max(exits) < returned
+    assert sum(ok for ok, _ in results) >= 1  # the held run, at least, returned a full result
+    with pytest.raises(RuntimeStateError):
+        rt.run(inputs)
+    rt.close()
+    assert closes == [0]
 
 
 # -- the registry and compile-time checks ---------------------------------------------------------
