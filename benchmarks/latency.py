@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 import threading
 import time
@@ -116,7 +115,12 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB, from ``resource.getrusage``."""
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process in MB (``resource.getrusage`` on POSIX; None where the OS,
+    e.g. Windows, has no such module: imported here so that ``import edgeship`` works everywhere)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB elsewhere
