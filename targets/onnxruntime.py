@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
+from .._fidelity import agreement as _agreement, agrees as _agrees, significantly_worse as _significantly_worse
 from .._fleet import Fleet, fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
@@ -240,9 +241,9 @@ class StaticQuantizer:
         that cannot saturate is quantized and measured on ``inputs`` (default: the calibration samples):
         its fake-quant numerics' top-1 agreement with FP32 (``session.disable_quant_qdq``: the
         quantization itself, independent of this CPU's kernels), whether this CPU's fused kernels
-        reproduce them, and p50 latency here. The most faithful wins; within one sample's agreement,
-        the faster one. Several ``methods`` are compared the same way on the chosen flavour (ties: the
-        first listed).
+        reproduce them, and p50 latency here. Among the flavours not significantly less faithful than
+        the best (a paired sign test on the samples where they differ), the fastest here wins. Several
+        ``methods`` are compared the same way on the chosen flavour (ties: the first listed).
         """
         methods = tuple(methods)
         self.method = methods[0]
@@ -257,7 +258,7 @@ class StaticQuantizer:
             from ..benchmarks.latency import measure_latency  # a measuring helper, not orchestration
 
             reference = _predict(_session(self._src), self._spec.name, x)
-            measured = []
+            measured, hits = [], {}
             for name in FLEET_SAFE_FLAVOURS:
                 path = self.quantize(Path(self._tmp.name) / f"flavour-{name}.onnx", flavour=name)
                 fused_session = _session(path)
@@ -266,10 +267,11 @@ class StaticQuantizer:
                 one = x[:1]
                 p50 = measure_latency(lambda: fused_session.run(None, {self._spec.name: one}), runs=40,
                                       warmup=5).p50_ms
-                measured.append({"flavour": name, "fake_quant_agreement": _agreement(fake, reference),
+                hits[name] = _agrees(fake, reference)
+                measured.append({"flavour": name, "fake_quant_agreement": float(hits[name].mean()),
                                  "fused_vs_fake_agreement_here": _agreement(fused, fake), "p50_ms_here": p50})
-            best = max(m["fake_quant_agreement"] for m in measured)
-            tied = [m for m in measured if m["fake_quant_agreement"] >= best - 1.0 / len(x) - 1e-12]
+            best = max(hits, key=lambda n: hits[n].mean())
+            tied = [m for m in measured if not _significantly_worse(hits[m["flavour"]], hits[best])]
             self.flavour = min(tied, key=lambda m: m["p50_ms_here"])["flavour"]
             reason = (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, where full-range U8S8 saturates; "
                       f"{self.flavour} " + ("is the most faithful to FP32" if len(tied) == 1 else
@@ -279,15 +281,14 @@ class StaticQuantizer:
         if len(methods) > 1:
             if reference is None:
                 reference = _predict(_session(self._src), self._spec.name, x)
-            by_method = []
+            by_method, hits = [], {}
             for method in methods:
                 self.method = method
                 path = self.quantize(Path(self._tmp.name) / f"method-{method}.onnx")
-                fake = _predict(_session(path, fake_quant=True), self._spec.name, x)
-                by_method.append({"calibration_method": method, "fake_quant_agreement": _agreement(fake, reference)})
-            best = max(m["fake_quant_agreement"] for m in by_method)
-            self.method = next(m["calibration_method"] for m in by_method
-                               if m["fake_quant_agreement"] >= best - 1.0 / len(x) - 1e-12)
+                hits[method] = _agrees(_predict(_session(path, fake_quant=True), self._spec.name, x), reference)
+                by_method.append({"calibration_method": method, "fake_quant_agreement": float(hits[method].mean())})
+            best = max(hits, key=lambda m: hits[m].mean())
+            self.method = next(m for m in methods if not _significantly_worse(hits[m], hits[best]))
             reason += f"; calibration {self.method}, the most faithful of {list(methods)} on the validation inputs"
             record["methods_measured"] = by_method
         return {"flavour": self.flavour, "calibration_method": self.method, "reason": reason, **record}
@@ -330,15 +331,6 @@ class StaticQuantizer:
 def _predict(session: Any, input_name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """The first output of ``session`` on ``x``, in batches."""
     return np.concatenate([session.run(None, {input_name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
-
-
-def _agreement(outputs: np.ndarray, reference: np.ndarray) -> float:
-    """Top-1 agreement for (N, classes) outputs; else the fraction of samples within 1 % relative error."""
-    if outputs.ndim == 2 and outputs.shape[1] > 1:
-        return float(np.mean(outputs.argmax(1) == reference.argmax(1)))
-    a, b = outputs.reshape(len(outputs), -1), reference.reshape(len(reference), -1)
-    scale = np.abs(b).max(axis=1) + 1e-12
-    return float(np.mean(np.abs(a - b).max(axis=1) <= 0.01 * scale))
 
 
 def _session(path: Path, threads: int | None = None, fake_quant: bool = False) -> Any:

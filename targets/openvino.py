@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .._fidelity import significantly_worse
 from .._fleet import Fleet, fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
@@ -176,8 +177,8 @@ def _advanced(overflow_fix: str, method: str) -> Any:
 
 
 def _choose_range_estimator(quantize: Any, core: Any, onnx_path: Path, inputs: np.ndarray) -> tuple[str, list]:
-    """Quantize with NNCF's default and each range estimator; the one whose top-1 agrees most with FP32 on
-    ``inputs`` (ties: NNCF's default, then the order listed)."""
+    """Quantize with NNCF's default and each range estimator: the first (NNCF's default, then the order
+    listed) whose top-1 agreement with FP32 on ``inputs`` is not significantly below the best one's."""
     x = np.ascontiguousarray(inputs[:256])
 
     def top1(model: Any) -> np.ndarray:
@@ -187,11 +188,11 @@ def _choose_range_estimator(quantize: Any, core: Any, onnx_path: Path, inputs: n
         return out.reshape(len(out), -1).argmax(1)
 
     reference = top1(core.read_model(str(onnx_path)))
-    measured = [{"calibration_method": m, "agreement": float(np.mean(top1(quantize(m)) == reference))}
-                for m in ("nncf-default", *RANGE_ESTIMATORS)]
-    best = max(m["agreement"] for m in measured)
-    chosen = next(m["calibration_method"] for m in measured if m["agreement"] >= best - 1.0 / len(x) - 1e-12)
-    return chosen, measured
+    methods = ("nncf-default", *RANGE_ESTIMATORS)
+    hits = {m: top1(quantize(m)) == reference for m in methods}
+    best = max(methods, key=lambda m: hits[m].mean())
+    chosen = next(m for m in methods if not significantly_worse(hits[m], hits[best]))
+    return chosen, [{"calibration_method": m, "agreement": float(hits[m].mean())} for m in methods]
 
 
 def _overflow_fix(fleet: Fleet) -> tuple[str, str]:

@@ -73,6 +73,18 @@ def test_every_cpu_class_is_described():
         assert description, name
 
 
+def test_a_flavour_is_worse_only_when_the_paired_difference_is_significant():
+    from edgeship._fidelity import significantly_worse as _significantly_worse
+
+    best = np.ones(256, bool)
+    two_off = best.copy()
+    two_off[:2] = False
+    assert not _significantly_worse(two_off, best)  # 2 of 256: noise (the MobileNet case of the fidelity run)
+    ten_off = best.copy()
+    ten_off[:10] = False
+    assert _significantly_worse(ten_off, best) and not _significantly_worse(best, ten_off)
+
+
 def test_flavour_table_marks_what_saturates():
     assert INT8_FLAVOURS["u8s8"].saturates_without_vnni
     assert set(FLEET_SAFE_FLAVOURS) == {"u8s8-reduce-range", "u8u8"}
@@ -196,11 +208,11 @@ def test_auto_calibration_method_is_chosen_on_the_validation_data(digits_model, 
     assert [m["calibration_method"] for m in measured] == ["minmax", "percentile", "entropy"]
     best = max(m["fake_quant_agreement"] for m in measured)
     chosen = next(m for m in measured if m["calibration_method"] == ort["calibration_method"])
-    assert chosen["fake_quant_agreement"] >= best - 1 / 256 - 1e-12
+    assert chosen["fake_quant_agreement"] >= best - 0.05  # not significantly worse on these samples
     ov = _int8(bundle, "openvino-cpu")["options"]
     measured = ov["flavour_choice"]["methods_measured"]
     assert [m["calibration_method"] for m in measured] == ["nncf-default", "minmax", "percentile", "entropy"]
     chosen = next(m for m in measured if m["calibration_method"] == ov["calibration_method"])
-    assert chosen["agreement"] >= max(m["agreement"] for m in measured) - 1 / 256 - 1e-12
+    assert chosen["agreement"] >= max(m["agreement"] for m in measured) - 0.05
     for target in ("onnxruntime-cpu", "openvino-cpu"):
         assert _int8(bundle, target)["options"]["accuracy"]["met"]
