@@ -408,11 +408,25 @@ class _DatasetPool(_Pool):
             yield int(i), batch, y
 
 
+def _relative_name(path: Path) -> str:
+    """``path`` as the manifest records it: relative to where compress ran, else its last two parts — a
+    build machine's absolute paths would travel in the bundle and be served by ``GET /v1/model``."""
+    import os
+
+    try:
+        rel = os.path.relpath(path.resolve(), Path.cwd().resolve())
+    except ValueError:  # another drive on Windows
+        rel = ".."
+    if rel.startswith(".."):
+        rel = "/".join(path.resolve().parts[-2:])
+    return Path(rel).as_posix()
+
+
 class _FolderPool(_Pool):
     def __init__(self, root: Path, files: list[Path], spec: "InputSpec") -> None:
         super().__init__()
         self.root, self.files, self.spec = root, files, spec
-        self.description = f"folder {root} ({len(files)} images)"
+        self.description = f"folder {_relative_name(root)} ({len(files)} images)"
         self.image = _pillow()
 
     def __len__(self) -> int:
@@ -588,22 +602,10 @@ def _image_sample(image: np.ndarray, spec: "InputSpec", what: str) -> np.ndarray
 
 def _load_array_file(p: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
     """.npy -> (x, None); .npz -> (x, y or None) from arrays named 'x' and 'y'. Never unpickles."""
-    if not p.is_file():
-        raise ConfigError(f"calibration file not found: {p}")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise ConfigError(f"calibration file {p} is not a numeric .npy/.npz (object arrays are refused): {exc}"
-                          ) from None
-    except OSError as exc:
-        raise ConfigError(f"calibration file {p} could not be read as .npy/.npz: {exc}") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded, None, p.name
-    with loaded:
-        if "x" not in loaded.files:
-            raise ConfigError(f"calibration file {p} must hold an array named 'x' (and 'y' for labels); "
-                              f"it has {loaded.files}")
-        return loaded["x"], (loaded["y"] if "y" in loaded.files else None), p.name
+    from .._arrays import load_xy
+
+    x, y = load_xy(p, "calibration")
+    return x, y, p.name
 
 
 def _dataset_labels(ds: Any) -> np.ndarray | None:
