@@ -58,7 +58,7 @@ def _check_row_types(r: Any, i: int) -> None:
             raise ConfigError(f"{where}: '{name}' must be an integer, got {value!r}")
     for name in _INTERVALS:
         value = r.get(name)
-        if value is not None and not (isinstance(value, list) and len(value) == 2 and all(
+        if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 2 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             raise ConfigError(f"{where}: '{name}' must be [low, high] numbers or null, got {value!r}")
 

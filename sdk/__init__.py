@@ -21,6 +21,7 @@ from .errors import (
     LatencyBudgetError,
     MissingDependencyError,
     RuntimeStateError,
+    SelfTestError,
     TuneBudgetError,
     UnknownTargetError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Runtime",
     "RuntimeStateError",
     "SearchSpace",
+    "SelfTestError",
     "TuneBudgetError",
     "UnknownTargetError",
     "benchmark",

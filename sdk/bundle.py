@@ -7,6 +7,7 @@ Layout::
       model.onnx                        FP32 reference graph
       openvino-cpu/int8/model.xml|bin
       onnxruntime-cpu/int8/model.onnx
+      selftest/inputs.npy               golden inputs; reference_<i>.npy: the FP32 graph's outputs on them
 
 Loading verifies before it trusts: the schema version is known, every path stays inside the bundle
 and the SHA-256 of every file of the chosen artifact matches the manifest. Writing is atomic: files
@@ -146,26 +147,42 @@ class Bundle:
 
     def load(self, target: str | None = None, precision: str | None = None, **options: Any):
         """Verify and load one artifact into a Runtime (options go to the target, e.g. ``threads``)."""
-        from .targets import Artifact, get_target
-
         entry = self.artifact(target, precision)
         self.verify(entry)
-        backend = get_target(entry["target"])
-        root = self.path / entry["dir"]
-        artifact = Artifact(
-            target=entry["target"],
-            precision=entry["precision"],
-            files=[str(PurePosixPath(f).relative_to(entry["dir"])) for f in entry["files"]],
-            backend_versions=entry.get("backend_versions", {}),
-            options=entry.get("options", {}),
-        )
-        return backend.load(root, artifact, self.spec, **options)
+        return load_entry(self.path, entry, self.spec, **options)
+
+    def verify_outputs(self, target: str | None = None, precision: str | None = None, threads: int | None = None):
+        """Run the bundle's self-test here: every artifact (of ``target`` / ``precision``) whose target is
+        available runs the golden inputs and is held to the tolerance recorded at build; the p50 latency is
+        measured too. Artifacts that cannot run here, and bundles without a self-test, come back skipped.
+
+        Returns:
+            list[edgeship.selftest.SelfTestResult], one per artifact (``.passed``, ``.status``, ``.reason``).
+        """
+        from .selftest import verify_bundle
+
+        return verify_bundle(self, target, precision, **({"threads": threads} if threads else {}))
 
     def size_bytes(self, entry: dict[str, Any]) -> int:
         return sum((self.path / f).stat().st_size for f in entry["files"])
 
     def __repr__(self) -> str:
         return f"<Bundle {self.path} {self.variants}>"
+
+
+def load_entry(root: Path, entry: dict[str, Any], spec: InputSpec, **options: Any):
+    """Load the artifact of manifest ``entry`` whose bundle folder is ``root`` (hashes are the caller's to check)."""
+    from .targets import Artifact, get_target
+
+    backend = get_target(entry["target"])
+    artifact = Artifact(
+        target=entry["target"],
+        precision=entry["precision"],
+        files=[str(PurePosixPath(f).relative_to(entry["dir"])) for f in entry["files"]],
+        backend_versions=entry.get("backend_versions", {}),
+        options=entry.get("options", {}),
+    )
+    return backend.load(Path(root) / entry["dir"], artifact, spec, **options)
 
 
 def resolve_install_root(path: Path) -> Path:
@@ -206,6 +223,7 @@ def _check_manifest(manifest: Any, root: Path) -> None:
     _check_relative(source["file"], where)
     if source["file"] not in source["files"]:
         raise BundleIntegrityError(f"{where}: source.file {source['file']!r} is not among the hashed source.files")
+    _check_selftest(manifest.get("selftest"), source["files"], where)
     for entry in entries:
         for key in ("target", "precision", "dir"):
             if not isinstance(entry.get(key), str):
@@ -214,6 +232,22 @@ def _check_manifest(manifest: Any, root: Path) -> None:
         for rel in entry["files"]:
             if not PurePosixPath(rel).is_relative_to(PurePosixPath(entry["dir"])):
                 raise BundleIntegrityError(f"{where}: artifact file {rel!r} is not inside its folder {entry['dir']!r}")
+
+
+def _check_selftest(section: Any, hashed: dict[str, Any], where: Path) -> None:
+    """The self-test section names only files that are hashed among ``source.files`` (absent in older bundles)."""
+    if section is None or (isinstance(section, dict) and set(section) == {"skipped"}):
+        return
+    if not isinstance(section, dict) or not isinstance(section.get("inputs"), str) \
+            or not isinstance(section.get("references"), list) or not isinstance(section.get("outputs"), list):
+        raise BundleIntegrityError(f"{where} has a malformed selftest entry: {section!r:.200}")
+    files = [section["inputs"], *section["references"]] + ([section["counts"]] if section.get("counts") else [])
+    for rel in files:
+        if not isinstance(rel, str):
+            raise BundleIntegrityError(f"{where}: selftest names {rel!r}, not a file name")
+        _check_relative(rel, where)
+        if rel not in hashed:
+            raise BundleIntegrityError(f"{where}: selftest file {rel!r} is not among the hashed source.files")
 
 
 def _check_relative(rel: str, where: Path) -> None:
@@ -263,18 +297,32 @@ def open_bundle(path: str | os.PathLike, public_key: Any = None) -> Bundle:
     return Bundle.open(path, public_key=public_key)
 
 
-def load(path: str | os.PathLike, target: str | None = None, precision: str | None = None, *,
+def load(path: str | os.PathLike, target: str | None = None, precision: str | None = "auto", *,
          public_key: Any = None, **options: Any):
     """Open the bundle at ``path``, verify the chosen artifact and return its Runtime.
 
     Args:
         path: a bundle folder, or an install root whose ``current`` version is loaded.
         target: a target name; None picks the best one available here (TensorRT, OpenVINO, ONNX Runtime).
-        precision: which compiled precision; None takes the first one compiled for that target.
+        precision: "auto" (default): the fastest artifact that passes the bundle's self-test here, measured
+            (:mod:`edgeship.selftest`) — on an install root the choice cached at install over all its
+            targets (measured again when the CPU or a backend changed), on a bundle folder among the
+            precisions of ``target``; a named precision loads that artifact unchecked; None the first
+            compiled one.
         public_key: verify the manifest's signature with this Ed25519 public key (PEM path or bytes);
             default ``$EDGESHIP_PUBLIC_KEY``; unsigned or tampered bundles are then refused.
         options: runtime options for the target, e.g. ``threads=2``.
+    Raises:
+        SelfTestError: with "auto", no artifact passes its self-test here.
     """
     from .signing import configured_public_key
 
-    return Bundle.open(path, public_key=configured_public_key(public_key)).load(target, precision, **options)
+    bundle = Bundle.open(path, public_key=configured_public_key(public_key))
+    if precision == "auto":
+        from ._choice import device_variant
+
+        given = Path(path)
+        root = given if (given / CURRENT).is_symlink() and not (given / MANIFEST).exists() else None
+        choice = device_variant(bundle, target, "auto", install_root=root, **options)
+        target, precision = choice.target, choice.precision
+    return bundle.load(target, precision, **options)

@@ -10,6 +10,8 @@
     edgeship targets
     edgeship pack out/model.edgeship -o line3-v1.4.edgeship.tar.gz --sign key.pem
     edgeship install line3-v1.4.edgeship.tar.gz --into /opt/models/line3 --verify key.pub.pem
+    edgeship verify /opt/models/line3            # the bundle's self-test on this machine: exit 1 when one fails
+    edgeship info /opt/models/line3              # variants, build self-test, this device's cached choice
     edgeship rollback --into /opt/models/line3
     edgeship serve /opt/models/line3 --port 8080
     edgeship stream /opt/models/line3 --source video.mp4 --out results.jsonl
@@ -41,19 +43,9 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _load_array_file(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """.npy -> (inputs, None); .npz -> (x, y) from arrays named 'x' and optionally 'y'. Never unpickles."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} file not found: {p}")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise ConfigError(f"{what} file {p} is not a numeric .npy/.npz (object arrays are refused): {exc}") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded, None
-    with loaded:
-        if "x" not in loaded.files:
-            raise ConfigError(f"{what} file {p} must hold an array named 'x' (and 'y' for labels); it has {loaded.files}")
-        return loaded["x"], (loaded["y"] if "y" in loaded.files else None)
+    from ._arrays import load_xy
+
+    return load_xy(path, what)
 
 
 def _load_model(text: str):
@@ -375,9 +367,40 @@ def _cmd_install(args: argparse.Namespace) -> int:
     from .deploy import install
 
     done = install(args.archive, args.into, public_key=args.verify, keep=args.keep, name=args.name,
-                   limits=_limits(args))
+                   limits=_limits(args), allow_degraded=args.allow_degraded)
     signed = f", signed by key {done.signed_by[:16]}" if done.signed_by else ", signature not checked"
     print(f"installed {done.version} at {done.path}{signed}; {args.into}/current -> {done.version}")
+    if done.choice is not None:
+        print(f"runs {done.choice.target} {done.choice.precision}: {done.choice.reason}")
+    if done.degraded is not None:
+        print(f"edgeship install: warning: installed DEGRADED (recorded in history.json): {done.degraded}",
+              file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """`verify`: exit 0 when every artifact that ran passes its self-test, 1 when one fails (2: bad input)."""
+    from .benchmarks import cpu_flags
+    from .bundle import Bundle
+    from .selftest import all_passed, describe_cpu, print_results
+    from .signing import configured_public_key
+
+    bundle = Bundle.open(args.bundle, public_key=configured_public_key(args.public_key))
+    results = bundle.verify_outputs(args.target, args.precision, threads=args.threads)
+    print_results(results, title=f"self-test of {bundle.path} on this machine ({describe_cpu(cpu_flags())})")
+    ran = [r for r in results if not r.skipped]
+    failed = [r for r in ran if not r.passed]
+    if not ran:
+        print(f"nothing ran: {results[0].reason}" if len({r.reason for r in results}) == 1 else "nothing ran")
+    for r in failed:
+        print(f"FAIL {r.target} {r.precision}: {r.reason}", file=sys.stderr)
+    return 0 if all_passed(results) else 1
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .selftest import print_info
+
+    print_info(args.path)
     return 0
 
 
@@ -649,8 +672,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default $EDGESHIP_PUBLIC_KEY)")
     i.add_argument("--keep", type=int, default=2, help="previous versions to keep for rollback (default 2)")
     i.add_argument("--name", default=None, help="version name (default: the archive's name)")
+    i.add_argument("--allow-degraded", action="store_true",
+                   help="activate it even when no artifact passes its self-test here (recorded in history.json)")
     add_limits(i)
     i.set_defaults(func=_cmd_install)
+
+    vf = sub.add_parser("verify", help="run a bundle's self-test here: exit 0 pass, 1 fail, 2 bad input")
+    vf.add_argument("bundle", help="bundle folder or install root")
+    vf.add_argument("--target", default=None, help="only this target")
+    vf.add_argument("--precision", default=None, help="only this precision")
+    vf.add_argument("--threads", type=int, default=None, help="threads per runtime (latency)")
+    vf.add_argument("--public-key", default=None, help="Ed25519 public key (PEM) the bundle must be signed with "
+                                                        "(default $EDGESHIP_PUBLIC_KEY)")
+    vf.set_defaults(func=_cmd_verify)
+
+    inf = sub.add_parser("info", help="a bundle's variants, its self-test at build, and this device's choice")
+    inf.add_argument("path", help="bundle folder or install root")
+    inf.set_defaults(func=_cmd_info)
 
     r = sub.add_parser("rollback", help="switch 'current' back to the previously installed version")
     r.add_argument("--into", required=True, help="install root")

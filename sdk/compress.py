@@ -141,6 +141,8 @@ def compress(
                         "options": artifact.options,
                     })
                     bar.advance(task)
+        selftest = _selftest(tmp, spec, entries, source_files, head, control, calib, calibration,
+                             preprocess_calibration, recipe)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "edgeship_version": __version__,
@@ -159,9 +161,24 @@ def compress(
             "pruning": pruning,
             "complexity": _complexity(exported, input_spec),
             "artifacts": entries,
+            "selftest": selftest,
         }
         write_manifest(tmp, manifest)
     return Bundle.open(output)
+
+
+def _selftest(tmp: Path, spec: InputSpec, entries: list[dict[str, Any]], source_files: dict[str, str], head: Any,
+              control: Any, calib: Any, calibration: Any, preprocess: bool, recipe: Recipe) -> dict[str, Any]:
+    """The bundle's self-test (see :mod:`edgeship.selftest`): golden inputs from the validation data, else the
+    calibration set; the FP32 source's outputs on them; every artifact's result here in its entry."""
+    from .bundle import load_entry
+    from .selftest import build_selftest
+
+    return build_selftest(tmp, spec, entries, source_files, load_entry=load_entry,
+                          task="detection" if head is not None else "classification", head=head,
+                          validation=control.inputs if control is not None else None, calib=calib,
+                          calibration=calibration, preprocess=preprocess, samples=recipe.selftest_samples,
+                          min_agreement=recipe.selftest_min_agreement, seed=recipe.seed)
 
 
 def _export(model: Any, spec: InputSpec, path: Path) -> tuple[InputSpec, Any, Any]:

@@ -6,13 +6,17 @@ An install root looks like::
       current -> versions/line3-v1.4-3f2a9c0d1e2b    the version that serves (a relative symlink)
       versions/line3-v1.4-3f2a9c0d1e2b/               one verified bundle per version
       versions/line3-v1.3-9b1c44e0aa71/
-      history.json                                    activation order, last = current
+      history.json                                    activation order, last = current; versions installed degraded
+      choice.json                                     per version, the variant this device runs and why (a cache)
 
 ``install`` extracts and verifies the archive into a temporary folder under ``versions/`` (signature
 when a key is given, every SHA-256, no unlisted files), renames it into place, then switches
 ``current`` by creating a new symlink under a temporary name and renaming it over the old one. Until
 that rename the old version serves; a failed or killed install leaves only a ``.incoming-*`` folder,
-cleared by the next install. ``edgeship.load(root)`` follows ``current``.
+cleared by the next install. Before anything moves, the extracted bundle runs its self-test here
+(:mod:`edgeship.selftest`) and the fastest artifact that passes is chosen and cached in ``choice.json``;
+when none passes the version is refused (``allow_degraded=True`` installs it anyway and records it in
+``history.json``). ``edgeship.load(root)`` follows ``current`` and runs the cached choice.
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from typing import Any, Iterator, Sequence
 
 from .archive import ArchiveLimits, extracted
 from .bundle import CURRENT, MANIFEST, Bundle
-from .errors import BundleIntegrityError, ConfigError
+from .errors import BundleIntegrityError, ConfigError, SelfTestError
 from .postprocess import Postprocess
 from .signing import SIGNATURE_FILE, configured_public_key, sign_manifest
 
-__all__ = ["Installed", "current", "history", "install", "rollback", "set_postprocess"]
+__all__ = ["Installed", "current", "degraded", "history", "install", "rollback", "set_postprocess"]
 
 VERSIONS = "versions"
 HISTORY = "history.json"
@@ -46,12 +50,16 @@ _ARCHIVE_SUFFIXES = (".edgeship.tar.gz", ".edgeship.tar.zst", ".edgeship.tar", "
 @dataclass(frozen=True)
 class Installed:
     """One installed version: its id (``<name>-<manifest SHA-256 prefix>``), folder, and the key that
-    signed it when the signature was checked by this call (``install``), else None."""
+    signed it when the signature was checked by this call (``install``), else None; from ``install`` also
+    the variant chosen on this device (an :class:`edgeship.selftest.Choice`) and, when it was installed
+    with ``allow_degraded``, why its self-test failed."""
 
     version: str
     path: Path
     manifest_sha256: str
     signed_by: str | None = field(default=None, compare=False)
+    choice: Any = field(default=None, compare=False)
+    degraded: str | None = field(default=None, compare=False)
 
 
 def _version_name(archive: Path, name: str | None) -> str:
@@ -101,8 +109,23 @@ def _read_history(root: Path) -> list[str]:
     return entries
 
 
-def _write_history(root: Path, entries: Sequence[str]) -> None:
-    _write_atomic(root / HISTORY, (json.dumps({"history": list(entries)}, indent=2) + "\n").encode("utf-8"))
+def _read_degraded(root: Path) -> dict[str, str]:
+    """{version: why its self-test failed} for versions installed with ``allow_degraded`` (history.json)."""
+    try:
+        marks = json.loads((root / HISTORY).read_text(encoding="utf-8")).get("degraded", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in marks.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(marks, dict) else {}
+
+
+def _write_history(root: Path, entries: Sequence[str], degraded: dict[str, str] | None = None) -> None:
+    """Write the activation order; the degraded marks (default: the ones recorded) are kept for listed versions."""
+    marks = _read_degraded(root) if degraded is None else degraded
+    doc: dict[str, Any] = {"history": list(entries)}
+    marks = {v: why for v, why in marks.items() if v in entries}
+    if marks:
+        doc["degraded"] = marks
+    _write_atomic(root / HISTORY, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 def _current_version(root: Path) -> str | None:
@@ -132,17 +155,24 @@ def _describe(root: Path, version: str) -> Installed:
 
 
 def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: Any = None, keep: int = 2,
-            name: str | None = None, limits: ArchiveLimits = ArchiveLimits()) -> Installed:
+            name: str | None = None, limits: ArchiveLimits = ArchiveLimits(), allow_degraded: bool = False) -> Installed:
     """Install ``archive`` under ``into`` and make it current; keep ``keep`` previous versions.
+
+    The extracted bundle runs its self-test here first; the fastest artifact that passes is the one this
+    device runs (cached in ``choice.json``).
 
     Args:
         public_key: Ed25519 public key (PEM path or bytes) the archive must be signed with; default
             ``$EDGESHIP_PUBLIC_KEY``; None and no variable set: no signature check.
         keep: how many previous versions stay installed for rollback.
         name: the version's name; default the archive's file name without its suffixes.
+        allow_degraded: activate the version even when no artifact passes its self-test here; the reason
+            is recorded in ``history.json`` (``degraded``) and serving it is allowed.
     Raises:
         BundleIntegrityError: unsafe, unsigned (when a key is configured), tampered or corrupt archive;
             the version that was current stays current.
+        SelfTestError: no artifact reproduces its golden outputs here (and not ``allow_degraded``); the
+            version that was current stays current and nothing of the new one is left.
     """
     if keep < 0:
         raise ConfigError(f"keep must be >= 0, got {keep}")
@@ -162,6 +192,7 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
             digest = hashlib.sha256((bundle.path / MANIFEST).read_bytes()).hexdigest()
             version = f"{label}-{digest[:12]}"
             signed_by = bundle.signed_by
+            choice, degraded_reason = _selftest(bundle, version, root, allow_degraded)
             final = versions / version
             if final.exists():  # the same bundle again: keep the installed copy if it is intact
                 try:
@@ -183,11 +214,35 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
         _switch(root, version)
         entries.append(version)
         kept = entries[-(keep + 1):]
-        _write_history(root, kept)
+        marks = _read_degraded(root)
+        marks.pop(version, None)
+        if degraded_reason is not None:
+            marks[version] = degraded_reason
+        _write_history(root, kept, marks)
+        from ._choice import store_choice
+
+        store_choice(root, choice, keep=kept)
         for folder in versions.iterdir():
             if folder.name not in kept:
                 shutil.rmtree(folder, ignore_errors=True)
-    return Installed(version=version, path=final, manifest_sha256=digest, signed_by=signed_by)
+    return Installed(version=version, path=final, manifest_sha256=digest, signed_by=signed_by, choice=choice,
+                     degraded=degraded_reason)
+
+
+def _selftest(bundle: Bundle, version: str, root: Path, allow_degraded: bool) -> tuple[Any, str | None]:
+    """(the variant this device runs, why it is degraded or None) for the extracted ``bundle``; SelfTestError
+    when no artifact passes its self-test here, unless ``allow_degraded``."""
+    from ._choice import choice_key, choose
+
+    choice = choose(bundle, key=choice_key(bundle, version=version))
+    if choice.status != "failed":
+        return choice, None
+    if not allow_degraded:
+        old = _current_version(root)
+        raise SelfTestError(f"refusing to activate {version}: {choice.reason}. "
+                            f"{'The current version stays ' + old if old else 'Nothing was activated'}; "
+                            "install with allow_degraded=True (--allow-degraded) to activate it anyway")
+    return choice, choice.reason
 
 
 def rollback(into: str | os.PathLike) -> Installed:
@@ -218,6 +273,11 @@ def current(into: str | os.PathLike) -> Installed | None:
 def history(into: str | os.PathLike) -> list[str]:
     """Installed versions in activation order; the last one is current."""
     return _read_history(Path(into))
+
+
+def degraded(into: str | os.PathLike) -> dict[str, str]:
+    """{version: why its self-test failed here} for the installed versions activated with ``allow_degraded``."""
+    return _read_degraded(Path(into))
 
 
 def set_postprocess(bundle: str | os.PathLike, *, labels: Sequence[str] | None = None,

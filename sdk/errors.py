@@ -12,6 +12,7 @@ Every error edgeship raises on purpose derives from :class:`EdgeshipError`::
     │   └── TuneBudgetError      no tuned variant met the accuracy and latency budget (holds the nearest)
     ├── InputValidationError     inputs given to a Runtime do not match its InputSpec
     ├── BundleIntegrityError     a bundle is missing, corrupt, tampered or of an unknown schema
+    │   └── SelfTestError        an artifact does not reproduce its golden outputs on this device
     └── RuntimeStateError        a Runtime was used after close()
 
 Messages say what failed, what was expected and what came.
@@ -32,6 +33,7 @@ __all__ = [
     "TuneBudgetError",
     "InputValidationError",
     "BundleIntegrityError",
+    "SelfTestError",
     "RuntimeStateError",
 ]
 
@@ -91,6 +93,11 @@ class InputValidationError(EdgeshipError, ValueError):
 
 class BundleIntegrityError(EdgeshipError):
     """A bundle is missing, corrupt, tampered with, or of an unknown schema version."""
+
+
+class SelfTestError(BundleIntegrityError):
+    """An artifact falls below its self-test tolerance on this device (its golden inputs no longer give the
+    reference outputs): it is not activated, served or chosen."""
 
 
 class RuntimeStateError(EdgeshipError, RuntimeError):

@@ -35,6 +35,9 @@ class Recipe:
             "percentile", "entropy" (ONNX Runtime's methods; NNCF's MINMAX, MEAN_QUANTILE, HISTOGRAM
             estimators), or "auto": with validation data (``max_drop``) the most faithful one measured,
             else MinMax on ONNX Runtime and NNCF's default on OpenVINO.
+        selftest_samples: golden inputs stored in the bundle for its self-test (``edgeship.selftest``).
+        selftest_min_agreement: the top-1 (detectors: box) agreement with the FP32 reference an INT8 or
+            FP16 artifact must keep on them, at build and on every device.
     """
 
     calibration_size: int = 300
@@ -45,6 +48,8 @@ class Recipe:
     keep_fp: tuple[str, ...] | None = None
     cpus: str | tuple[str, ...] = "x86-64-v3"
     calibration_method: str = "auto"
+    selftest_samples: int = 64  # golden inputs the bundle carries for its self-test on the device
+    selftest_min_agreement: float = 0.95  # INT8/FP16 top-1 (box) agreement with FP32 the self-test requires
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
@@ -66,6 +71,13 @@ class Recipe:
         object.__setattr__(self, "cpus", cpus[0] if len(cpus) == 1 else cpus)
         if self.prune is not None and not isinstance(self.prune, Prune):
             raise ConfigError(f"Recipe.prune must be an edgeship.Prune, got {type(self.prune).__name__}")
+        if isinstance(self.selftest_samples, bool) or not isinstance(self.selftest_samples, int) \
+                or self.selftest_samples < 1:
+            raise ConfigError(f"Recipe.selftest_samples must be an int >= 1, got {self.selftest_samples!r}")
+        if isinstance(self.selftest_min_agreement, bool) or not isinstance(self.selftest_min_agreement, (int, float)) \
+                or not 0.0 <= self.selftest_min_agreement <= 1.0:
+            raise ConfigError(f"Recipe.selftest_min_agreement must be a fraction in [0, 1] (0.95 = 95%), "
+                              f"got {self.selftest_min_agreement!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +90,8 @@ class Recipe:
             "keep_fp": list(self.keep_fp) if self.keep_fp is not None else None,
             "cpus": self.cpus if isinstance(self.cpus, str) else list(self.cpus),
             "calibration_method": self.calibration_method,
+            "selftest_samples": self.selftest_samples,
+            "selftest_min_agreement": self.selftest_min_agreement,
         }
 
     @classmethod

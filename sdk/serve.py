@@ -10,14 +10,17 @@ Endpoints::
                           a detection bundle: {"results": [{"detections": [{"box" (the image's own
                           pixels), "score", "index", "label"}]}]}; it takes raw images only
     GET  /healthz      liveness and the version that serves
-    GET  /v1/model     the manifest, the version, target and precision
+    GET  /v1/model     the manifest, the version, target and precision, the self-test's verdict
     GET  /metrics      Prometheus text: requests, predict latency histogram, queue depth
 
 Load is bounded: at most ``workers`` inferences run and ``workers + max_queue`` requests are admitted
 (reading their body, waiting or running); a request beyond that gets 429 with Retry-After before its
 body is read, so memory does not grow with the load.
 Bodies past ``max_body`` get 413, bodies that stall get 408. When the served path is an install root,
-a switch of ``current`` (install or rollback) is picked up on the next request. SIGTERM/SIGINT stop
+a switch of ``current`` (install or rollback) is picked up on the next request. Every version runs its
+self-test (:mod:`edgeship.selftest`) before it serves, at start and on every reload: a failing artifact is
+refused (a reload keeps the old version serving) unless the install recorded it as degraded; without a
+precision the variant is the device's measured choice. SIGTERM/SIGINT stop
 accepting connections and let in-flight requests finish (uvicorn's graceful shutdown).
 
 The event loop only parses requests and answers; decoding, inference and postprocessing run on the
@@ -95,12 +98,14 @@ def decode_body(body: bytes, content_type: str, spec: Any) -> tuple[np.ndarray, 
     """A request body -> (array with a batch axis, whether it holds raw images to preprocess)."""
     kind = content_type.split(";")[0].strip().lower()
     if kind in ("application/x-npy", "application/octet-stream") or body.startswith(b"\x93NUMPY"):
-        try:
-            x = np.load(io.BytesIO(body), allow_pickle=False)
-        except ValueError as exc:
-            raise _HTTPError(400, f"the body is not a numeric .npy array (object arrays are refused): {exc}") from None
-        if not isinstance(x, np.ndarray):
+        from ._arrays import read_npy
+
+        if body.startswith(b"PK"):
             raise _HTTPError(400, "send one .npy array, not an .npz archive")
+        try:
+            x = read_npy(body, "the body")
+        except ConfigError as exc:
+            raise _HTTPError(400, str(exc)) from None
         raw = x.dtype == np.uint8
     elif kind == "application/json":
         try:
@@ -111,6 +116,8 @@ def decode_body(body: bytes, content_type: str, spec: Any) -> tuple[np.ndarray, 
             x = np.asarray(doc["inputs"], dtype=np.float64)
         except (ValueError, TypeError) as exc:
             raise _HTTPError(400, f"invalid JSON body: {exc}") from None
+        if not np.isfinite(x).all():
+            raise _HTTPError(400, "JSON inputs must be finite numbers (NaN / Infinity given)")
         if raw:
             if x.size and (x.min() < 0 or x.max() > 255):
                 raise _HTTPError(400, "raw JSON inputs must be pixel values in [0, 255]")
@@ -133,8 +140,9 @@ class _Loaded:
     """One version's runtimes (a pool of ``workers``), postprocessing and labels."""
 
     def __init__(self, bundle: Bundle, workers: int, target: str | None, precision: str | None,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], choice: Any = None) -> None:
         self.bundle = bundle
+        self.choice = choice  # the self-test's verdict and why this variant (edgeship.selftest.Choice)
         self.postprocess = Postprocess.of_manifest(bundle.manifest)
         self.labels = read_labels(bundle.manifest)
         self._idle: list[Any] = []
@@ -266,6 +274,9 @@ class ModelServer:
         self.path = Path(path)
         self.install_root = self.path if (self.path / CURRENT).is_symlink() else None
         self.workers, self.max_queue, self.max_body, self.body_timeout = workers, max_queue, max_body, body_timeout
+        if api_key is not None and not api_key.strip():
+            raise ConfigError("the API key is empty: an empty key would let every request in; give a non-empty key "
+                              "or none (no authentication)")
         self.api_key = api_key
         self.verbose = verbose
         self._load_args = (target, precision, options)
@@ -297,9 +308,13 @@ class ModelServer:
 
     # -- the model, admission and prediction (no HTTP here) ----------------------------------------
     def _load(self, path: Path) -> _Loaded:
+        from ._choice import device_variant
+
         target, precision, options = self._load_args
         bundle = Bundle.open(path, public_key=configured_public_key(self._public_key))
-        return _Loaded(bundle, self.workers, target, precision, options)
+        # the self-test before it serves: SelfTestError for a failing artifact (a reload keeps the old one)
+        choice = device_variant(bundle, target, precision or "auto", install_root=self.install_root, **options)
+        return _Loaded(bundle, self.workers, choice.target, choice.precision, options, choice)
 
     def current_model(self) -> _Loaded:
         """The loaded version, reloaded first if an install root's ``current`` moved since (blocking: call it
@@ -431,6 +446,8 @@ class ModelServer:
                 model = await self._current()
                 return self._answer(path, 200, {"version": model.version, "target": model.target,
                                                 "precision": model.precision, "signed_by": model.bundle.signed_by,
+                                                "selftest": None if model.choice is None else
+                                                {"status": model.choice.status, "reason": model.choice.reason},
                                                 "manifest": model.bundle.manifest})
             return self._answer(path, 200, await self._predict(request))
         except _HTTPError as exc:
@@ -509,6 +526,8 @@ def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, **
     model = server.model
     print(f"edgeship serve: {model.version} ({model.target} {model.precision}) on http://{host_shown}:{port_shown}",
           flush=True)
+    if model.choice is not None:
+        print(f"edgeship serve: self-test {model.choice.status}: {model.choice.reason}", file=sys.stderr, flush=True)
     # uvicorn catches SIGTERM/SIGINT for its graceful shutdown, then raises them again with the handlers it
     # found: make those no-ops while it runs, so a stop signal ends in a normal return (exit status 0)
     previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -158,6 +158,7 @@ PUBLIC_API = [
     "Runtime",
     "RuntimeStateError",
     "SearchSpace",
+    "SelfTestError",
     "TuneBudgetError",
     "UnknownTargetError",
     "benchmark",

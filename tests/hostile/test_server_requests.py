@@ -1,0 +1,51 @@
+"""Hostile configuration and requests for ``edgeship serve`` (a real uvicorn server on 127.0.0.1).
+
+Refused:
+- an empty API key (an empty key file would have turned authentication off): ConfigError at start
+- JSON inputs holding NaN or Infinity, raw or not: 400 (NaN used to pass the [0, 255] check and cast to 0)
+- a .npy body whose header declares more elements than the bytes it holds: 400, nothing allocated
+- an .npz body: 400
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from edgeship.cli import main
+from edgeship.errors import ConfigError
+from edgeship.serve import ModelServer
+
+from test_serve import request, running
+
+
+def test_an_empty_api_key_is_refused(labelled_bundle, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="API key is empty"):
+        ModelServer(labelled_bundle, "127.0.0.1", 0, api_key="  ")
+    empty = tmp_path / "key.txt"
+    empty.write_text("\n")
+    assert main(["serve", str(labelled_bundle), "--port", "0", "--api-key-file", str(empty)]) == 2
+    assert "API key is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("doc", [b'{"inputs": [[[NaN]]], "raw": true}', b'{"inputs": [[[Infinity]]], "raw": false}',
+                                 b'{"inputs": [[[-Infinity]]], "raw": true}'])
+def test_non_finite_json_inputs_get_400(labelled_bundle, doc):
+    with running(labelled_bundle) as (_, url):
+        status, _, reply = request(f"{url}/v1/predict", doc, "application/json")
+    assert status == 400 and "finite" in reply["error"]
+
+
+def test_npy_bodies_that_lie_about_their_size_or_are_archives_get_400(labelled_bundle):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (10**6, 32, 32, 1)})
+    archive = io.BytesIO()
+    np.savez(archive, x=np.zeros((1, 32, 32, 1), np.uint8))
+    with running(labelled_bundle) as (_, url):
+        status, _, reply = request(f"{url}/v1/predict", header.getvalue() + b"\0" * 64, "application/x-npy")
+        assert status == 400 and "declares shape (1000000, 32, 32, 1)" in reply["error"]
+        status, _, reply = request(f"{url}/v1/predict", archive.getvalue(), "application/x-npy")
+        assert status == 400 and "not an .npz" in reply["error"]
