@@ -1,8 +1,9 @@
 """The embedded demo: a small CNN trained on scikit-learn's digits, compressed for both CPU targets.
 
-``edgeship demo`` trains the CNN (or reuses it from the cache folder), compresses it to FP32 and
-INT8 for openvino-cpu and onnxruntime-cpu, benchmarks every artifact against torch eager FP32 on
-held-out digits, prints the table and saves the report.
+``edgeship demo`` loads the digits CNN shipped with edgeship (pinned weights), compresses it to FP32
+and INT8 for openvino-cpu and onnxruntime-cpu (INT8 safe on any AVX2 CPU), benchmarks every artifact
+against torch eager FP32 on held-out digits, prints the table, saves the report, and ends with what
+this device should ship: the fastest artifact that passes the bundle's self-test here, and why.
 """
 
 from __future__ import annotations
@@ -164,4 +165,10 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", cache_dir: str | os.PathLi
     report.save(out / "report")
     report.print()
     console.print(f"bundle: {bundle.path}\nreport: {out / 'report' / 'report.md'}")
+    from ._choice import choose
+
+    choice = choose(bundle, **({"threads": threads} if threads else {}))
+    verdict = (f"[bold]ship {choice.target} {choice.precision}[/bold]" if choice.status == "passed"
+               else "[bold red]ship nothing[/bold red]")
+    console.print(f"what this device should ship: {verdict}\n  why: {choice.reason}")
     return report
