@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -29,6 +30,8 @@ from .errors import BundleIntegrityError, ConfigError, UnknownTargetError
 from .spec import InputSpec
 
 SCHEMA_VERSION = 1
+MAX_MANIFEST_BYTES = 8 << 20  # manifests are a few KB to a few hundred KB (tune and accuracy records)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 MANIFEST = "manifest.json"
 SOURCE_ONNX = "model.onnx"
 CURRENT = "current"  # in an install root, the link to the version that serves
@@ -66,6 +69,10 @@ class Bundle:
         if not root.is_dir():
             raise BundleIntegrityError(f"no bundle at {root}: expected a folder holding {MANIFEST}")
         try:
+            size = (root / MANIFEST).stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise BundleIntegrityError(f"{root / MANIFEST} is {size} bytes; a manifest is at most "
+                                           f"{MAX_MANIFEST_BYTES} bytes")
             data = (root / MANIFEST).read_bytes()
         except FileNotFoundError:
             raise BundleIntegrityError(f"{root} has no {MANIFEST}; it is not an edgeship bundle") from None
@@ -80,11 +87,14 @@ class Bundle:
             manifest = json.loads(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleIntegrityError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BundleIntegrityError(f"{root / MANIFEST} is JSON nested too deeply to be a manifest") from None
         _check_manifest(manifest, root)
         try:
             bundle = cls(root, manifest)
-        except ConfigError as exc:
-            raise BundleIntegrityError(f"{root / MANIFEST} holds an invalid input spec: {exc}") from None
+        except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise BundleIntegrityError(f"{root / MANIFEST} holds an invalid input spec: "
+                                       f"{type(exc).__name__}: {exc}") from None
         bundle.signed_by = signed_by
         return bundle
 
@@ -136,6 +146,7 @@ class Bundle:
             files.update(e["files"])
         for rel, expected in files.items():
             path = self.path / rel
+            _check_inside(self.path, rel)
             if not path.is_file():
                 raise BundleIntegrityError(f"bundle {self.path} is missing {rel}, listed in its manifest")
             actual = sha256_file(path)
@@ -212,11 +223,17 @@ def _check_manifest(manifest: Any, root: Path) -> None:
     entries = manifest["artifacts"]
     if not isinstance(entries, list) or not entries:
         raise BundleIntegrityError(f"{where} lists no artifacts")
+    if not isinstance(manifest["input_spec"], dict):
+        raise BundleIntegrityError(f"{where}: input_spec must be an object, got {manifest['input_spec']!r:.100}")
     for entry in [manifest["source"], *entries]:
         if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
             raise BundleIntegrityError(f"{where} has a malformed entry: {entry!r:.200}")
-        for rel in entry["files"]:
+        for rel, digest in entry["files"].items():
             _check_relative(rel, where)
+            if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+                raise BundleIntegrityError(f"{where}: the SHA-256 of {rel!r} must be 64 hex digits, got {digest!r:.80}")
+        if "options" in entry and not isinstance(entry["options"], dict):
+            raise BundleIntegrityError(f"{where}: artifact options must be an object, got {entry['options']!r:.80}")
     source = manifest["source"]
     if not isinstance(source.get("file"), str):
         raise BundleIntegrityError(f"{where}: source.file must be a file name, got {source.get('file')!r}")
@@ -248,6 +265,19 @@ def _check_selftest(section: Any, hashed: dict[str, Any], where: Path) -> None:
         _check_relative(rel, where)
         if rel not in hashed:
             raise BundleIntegrityError(f"{where}: selftest file {rel!r} is not among the hashed source.files")
+
+
+def _check_inside(root: Path, rel: str) -> None:
+    """``root / rel`` is a plain file reached without symlinks and resolving inside ``root``: a link in a
+    bundle folder would make the hash check read one file and the backend another, or leave the bundle."""
+    path = root
+    for part in PurePosixPath(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            raise BundleIntegrityError(f"bundle {root}: {rel} goes through the symlink {path.relative_to(root)}; "
+                                       "bundles hold plain files only")
+    if path.exists() and not path.resolve().is_relative_to(root.resolve()):
+        raise BundleIntegrityError(f"bundle {root}: {rel} resolves outside the bundle")
 
 
 def _check_relative(rel: str, where: Path) -> None:

@@ -1,0 +1,81 @@
+"""Hostile bundle folders: what ``edgeship.load`` / ``Bundle.open`` refuse with a BundleIntegrityError.
+
+- a file hash that is a number, or not 64 hex digits
+- input_spec fields of the wrong type (``scale: "abc"``, ``mean: 5``, input_spec not an object)
+- artifact options that are not an object
+- 100,000-deep JSON, and a manifest over 8 MiB
+- an artifact file that is a symlink (to a file inside or outside the bundle), an artifact folder that is a symlink
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+import edgeship
+from edgeship.errors import BundleIntegrityError
+
+
+def _edit(bundle, change):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _first_file(manifest, target="onnxruntime-cpu", precision="int8"):
+    entry = next(a for a in manifest["artifacts"] if a["target"] == target and a["precision"] == precision)
+    return entry, next(iter(entry["files"]))
+
+
+CASES = {
+    "hash is a number": (lambda m: _first_file(m)[0]["files"].update({_first_file(m)[1]: 12345}), "64 hex digits"),
+    "hash is short": (lambda m: _first_file(m)[0]["files"].update({_first_file(m)[1]: "abc"}), "64 hex digits"),
+    "scale is text": (lambda m: m["input_spec"]["preprocess"].update(scale="abc"), "invalid input spec"),
+    "mean is a number": (lambda m: m["input_spec"]["preprocess"].update(mean=5), "invalid input spec"),
+    "input_spec is a list": (lambda m: m.update(input_spec=[1, 2]), "input_spec must be an object"),
+    "options is a list": (lambda m: _first_file(m)[0].update(options=[1]), "options must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_manifest_fields_of_the_wrong_type_are_refused(bundle_copy, case):
+    change, message = CASES[case]
+    _edit(bundle_copy, change)
+    with pytest.raises(BundleIntegrityError, match=message):
+        edgeship.load(bundle_copy, target="onnxruntime-cpu", precision="int8")
+
+
+def test_deep_json_is_refused(bundle_copy):
+    (bundle_copy / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleIntegrityError, match="nested too deeply"):
+        edgeship.open_bundle(bundle_copy)
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(bundle_copy):
+    with open(bundle_copy / "manifest.json", "ab") as fh:
+        fh.write(b" " * (9 << 20))
+    with pytest.raises(BundleIntegrityError, match="a manifest is at most"):
+        edgeship.open_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("outside", [False, True], ids=["link-inside", "link-outside"])
+def test_a_symlinked_artifact_file_is_refused(bundle_copy, tmp_path, outside):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    _, rel = _first_file(manifest)
+    real = bundle_copy / rel
+    target = tmp_path / "elsewhere.onnx" if outside else real.with_name("real.onnx")
+    shutil.move(real, target)
+    os.symlink(target, real)  # same bytes, so the hash alone would pass
+    with pytest.raises(BundleIntegrityError, match="symlink"):
+        edgeship.load(bundle_copy, target="onnxruntime-cpu", precision="int8")
+
+
+def test_a_symlinked_artifact_folder_is_refused(bundle_copy, tmp_path):
+    folder = bundle_copy / "onnxruntime-cpu" / "int8"
+    shutil.move(folder, tmp_path / "int8")
+    os.symlink(tmp_path / "int8", folder)
+    with pytest.raises(BundleIntegrityError, match="symlink"):
+        edgeship.load(bundle_copy, target="onnxruntime-cpu", precision="int8")
