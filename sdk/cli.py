@@ -343,6 +343,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 def _cmd_pack(args: argparse.Namespace) -> int:
     from .archive import pack
 
+    if args.release is not None:
+        from .deploy import set_release
+
+        set_release(args.bundle, args.release, name=args.release_name)  # signed below, with the archive
     out = pack(args.bundle, args.output, sign_key=args.sign)
     print(f"wrote {out} ({out.stat().st_size} bytes{', signed' if args.sign else ''})")
     return 0
@@ -367,7 +371,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     from .deploy import install
 
     done = install(args.archive, args.into, public_key=args.verify, keep=args.keep, name=args.name,
-                   limits=_limits(args), allow_degraded=args.allow_degraded)
+                   limits=_limits(args), allow_degraded=args.allow_degraded, allow_downgrade=args.allow_downgrade)
     signed = f", signed by key {done.signed_by[:16]}" if done.signed_by else ", signature not checked"
     print(f"installed {done.version} at {done.path}{signed}; {args.into}/current -> {done.version}")
     if done.choice is not None:
@@ -651,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("bundle", help="bundle folder")
     pk.add_argument("-o", "--output", required=True, help="archive to write, e.g. model.edgeship.tar.gz")
     pk.add_argument("--sign", default=None, help="Ed25519 private key (PEM) to sign the manifest with")
+    pk.add_argument("--release", type=int, default=None,
+                    help="record this release number in the manifest: install refuses a lower one of the same model")
+    pk.add_argument("--release-name", default=None, help="the model the release number counts for (default: the manifest's)")
     pk.set_defaults(func=_cmd_pack)
 
     def add_limits(p: argparse.ArgumentParser) -> None:
@@ -674,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--name", default=None, help="version name (default: the archive's name)")
     i.add_argument("--allow-degraded", action="store_true",
                    help="activate it even when no artifact passes its self-test here (recorded in history.json)")
+    i.add_argument("--allow-downgrade", action="store_true",
+                   help="install a lower release number of a model than one installed here")
     add_limits(i)
     i.set_defaults(func=_cmd_install)
 

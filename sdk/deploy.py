@@ -155,7 +155,8 @@ def _describe(root: Path, version: str) -> Installed:
 
 
 def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: Any = None, keep: int = 2,
-            name: str | None = None, limits: ArchiveLimits = ArchiveLimits(), allow_degraded: bool = False) -> Installed:
+            name: str | None = None, limits: ArchiveLimits = ArchiveLimits(), allow_degraded: bool = False,
+            allow_downgrade: bool = False) -> Installed:
     """Install ``archive`` under ``into`` and make it current; keep ``keep`` previous versions.
 
     The extracted bundle runs its self-test here first; the fastest artifact that passes is the one this
@@ -168,6 +169,8 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
         name: the version's name; default the archive's file name without its suffixes.
         allow_degraded: activate the version even when no artifact passes its self-test here; the reason
             is recorded in ``history.json`` (``degraded``) and serving it is allowed.
+        allow_downgrade: install a lower release number (``set_release``) of a model than one installed
+            here; by default that is refused (``rollback`` is the way back).
     Raises:
         BundleIntegrityError: unsafe, unsigned (when a key is configured), tampered or corrupt archive;
             the version that was current stays current.
@@ -192,8 +195,11 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
             digest = hashlib.sha256((bundle.path / MANIFEST).read_bytes()).hexdigest()
             version = f"{label}-{digest[:12]}"
             signed_by = bundle.signed_by
+            if not allow_downgrade:
+                _check_not_a_downgrade(bundle, versions, version)
             choice, degraded_reason = _selftest(bundle, version, root, allow_degraded)
             final = versions / version
+            existed = final.exists()
             if final.exists():  # the same bundle again: keep the installed copy if it is intact
                 try:
                     from .archive import verify_folder
@@ -207,26 +213,64 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
             else:
                 os.replace(bundle.path, final)
         _fsync_dir(versions)
-        entries = [v for v in _read_history(root) if v != version]
+        before = _read_history(root)
+        marks_before = _read_degraded(root)
+        entries = [v for v in before if v != version]
         old = _current_version(root)
         if old is not None and old != version and old not in entries:
             entries.append(old)  # an install root from before history.json, or a history lost
-        _switch(root, version)
         entries.append(version)
         kept = entries[-(keep + 1):]
-        marks = _read_degraded(root)
+        marks = dict(marks_before)
         marks.pop(version, None)
         if degraded_reason is not None:
             marks[version] = degraded_reason
-        _write_history(root, kept, marks)
+        try:  # the history first, then the switch: a failure of either leaves the old version current
+            _write_history(root, kept, marks)
+            _switch(root, version)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if (root / HISTORY).exists() or before:
+                    _write_history(root, before, marks_before)
+            if not existed:
+                shutil.rmtree(final, ignore_errors=True)
+            for tmp in root.glob(f".{HISTORY}.tmp-*"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            raise
         from ._choice import store_choice
 
-        store_choice(root, choice, keep=kept)
+        try:
+            store_choice(root, choice, keep=kept)
+        except OSError as exc:  # a cache: the next load measures again
+            import warnings
+
+            warnings.warn(f"could not cache the device's choice in {root}: {exc}", stacklevel=2)
         for folder in versions.iterdir():
             if folder.name not in kept:
                 shutil.rmtree(folder, ignore_errors=True)
     return Installed(version=version, path=final, manifest_sha256=digest, signed_by=signed_by, choice=choice,
                      degraded=degraded_reason)
+
+
+def _check_not_a_downgrade(bundle: Bundle, versions: Path, version: str) -> None:
+    """Refuse a release number lower than one of the same model already installed under ``versions``."""
+    incoming = release_of(bundle.manifest)
+    if incoming is None:
+        return
+    model, number = incoming
+    for folder in versions.iterdir():
+        if folder.name.startswith(".") or folder.name == version or not (folder / MANIFEST).is_file():
+            continue
+        try:
+            installed = release_of(json.loads((folder / MANIFEST).read_text(encoding="utf-8")))
+        except (ValueError, BundleIntegrityError):
+            continue
+        if installed is not None and installed[0] == model and installed[1] > number:
+            raise BundleIntegrityError(
+                f"{model} release {number} is older than release {installed[1]}, installed as {folder.name}; "
+                "refusing a downgrade (edgeship rollback returns to a kept version, install --allow-downgrade "
+                "forces it)")
 
 
 def _selftest(bundle: Bundle, version: str, root: Path, allow_degraded: bool) -> tuple[Any, str | None]:
@@ -297,6 +341,36 @@ def set_postprocess(bundle: str | os.PathLike, *, labels: Sequence[str] | None =
         manifest["labels"] = labels
     if postprocess is not None:
         manifest["postprocess"] = postprocess.to_dict()
+    return _rewrite_manifest(b, manifest, sign_key)
+
+
+def set_release(bundle: str | os.PathLike, number: int, *, name: str | None = None, sign_key: Any = None) -> Bundle:
+    """Record the release ``number`` of model ``name`` (default: the manifest's model) in the manifest, so
+    that ``install`` refuses a lower release of the same model over a newer one (``allow_downgrade``).
+    The manifest is rewritten and re-signed with ``sign_key`` (else its old signature is removed)."""
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise ConfigError(f"a release number is an integer >= 0, got {number!r}")
+    b = Bundle.open(bundle)
+    manifest = dict(b.manifest)
+    model = name or str(manifest.get("model") or b.path.name.removesuffix(".edgeship"))
+    if not model.strip():
+        raise ConfigError("a release needs a model name")
+    manifest["release"] = {"model": model, "number": number}
+    return _rewrite_manifest(b, manifest, sign_key)
+
+
+def release_of(manifest: dict[str, Any]) -> tuple[str, int] | None:
+    """(model name, release number) recorded by ``set_release``, None when the bundle has none."""
+    release = manifest.get("release")
+    if not isinstance(release, dict):
+        return None
+    model, number = release.get("model"), release.get("number")
+    if not isinstance(model, str) or isinstance(number, bool) or not isinstance(number, int):
+        raise BundleIntegrityError(f"the manifest's release must be {{model: name, number: int}}, got {release!r:.100}")
+    return model, number
+
+
+def _rewrite_manifest(b: Bundle, manifest: dict[str, Any], sign_key: Any) -> Bundle:
     data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
     signature = sign_manifest(data, sign_key) if sign_key is not None else None
     if signature is None:  # unsigned before the manifest changes: never a stale signature beside it
@@ -311,9 +385,14 @@ def set_postprocess(bundle: str | os.PathLike, *, labels: Sequence[str] | None =
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, flush it to disk, rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, killed: no temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
