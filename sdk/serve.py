@@ -217,35 +217,44 @@ class _Metrics:
                     self.buckets[i] += 1
 
     def render(self, model: _Loaded) -> str:
+        """The Prometheus text exposition, written by ``prometheus_client`` (label values escaped)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
         with self.lock:
-            lines = ["# HELP edgeship_requests_total HTTP requests by path and status code.",
-                     "# TYPE edgeship_requests_total counter"]
+            requests = CounterMetricFamily("edgeship_requests", "HTTP requests by path and status code.",
+                                           labels=["path", "code"])
             for (path, status), n in sorted(self.requests.items()):
-                lines.append(f'edgeship_requests_total{{path="{path}",code="{status}"}} {n}')
-            lines += ["# HELP edgeship_predict_latency_seconds Time to decode, run and postprocess one predict request.",
-                      "# TYPE edgeship_predict_latency_seconds histogram"]
-            for bound, n in zip(_LATENCY_BUCKETS, self.buckets):
-                lines.append(f'edgeship_predict_latency_seconds_bucket{{le="{bound}"}} {n}')
-            lines += [f'edgeship_predict_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}',
-                      f"edgeship_predict_latency_seconds_sum {self.latency_sum:.6f}",
-                      f"edgeship_predict_latency_seconds_count {self.latency_count}",
-                      "# HELP edgeship_queue_depth Admitted predict requests waiting for a runtime.",
-                      "# TYPE edgeship_queue_depth gauge",
-                      f"edgeship_queue_depth {self.admitted - self.running}",
-                      "# HELP edgeship_inflight Predict requests admitted (reading, waiting or running).",
-                      "# TYPE edgeship_inflight gauge",
-                      f"edgeship_inflight {self.admitted}",
-                      "# HELP edgeship_inflight_max Most predict requests admitted at once (bounded by workers + max_queue).",
-                      "# TYPE edgeship_inflight_max gauge",
-                      f"edgeship_inflight_max {self.inflight_max}",
-                      "# TYPE edgeship_reloads_total counter",
-                      f"edgeship_reloads_total {self.reloads}",
-                      "# TYPE edgeship_reload_errors_total counter",
-                      f"edgeship_reload_errors_total {self.reload_errors}",
-                      "# TYPE edgeship_model_info gauge",
-                      f'edgeship_model_info{{version="{model.version}",target="{model.target}",'
-                      f'precision="{model.precision}"}} 1']
-        return "\n".join(lines) + "\n"
+                requests.add_metric([path, str(status)], n)
+            latency = HistogramMetricFamily("edgeship_predict_latency_seconds",
+                                            "Time to decode, run and postprocess one predict request.")
+            latency.add_metric([], [(repr(float(bound)), n) for bound, n in zip(_LATENCY_BUCKETS, self.buckets)]
+                               + [("+Inf", self.latency_count)], sum_value=self.latency_sum)
+            families = [
+                requests, latency,
+                GaugeMetricFamily("edgeship_queue_depth", "Admitted predict requests waiting for a runtime.",
+                                  value=self.admitted - self.running),
+                GaugeMetricFamily("edgeship_inflight", "Predict requests admitted (reading, waiting or running).",
+                                  value=self.admitted),
+                GaugeMetricFamily("edgeship_inflight_max", "Most predict requests admitted at once "
+                                  "(bounded by workers + max_queue).", value=self.inflight_max),
+                CounterMetricFamily("edgeship_reloads", "Switches to a new version of the install root.",
+                                    value=self.reloads),
+                CounterMetricFamily("edgeship_reload_errors", "New versions refused (kept serving the old one).",
+                                    value=self.reload_errors),
+            ]
+        info = GaugeMetricFamily("edgeship_model_info", "The version, target and precision being served.",
+                                 labels=["version", "target", "precision"])
+        info.add_metric([str(model.version), str(model.target), str(model.precision)], 1)
+        families.append(info)
+
+        class _Snapshot:
+            def collect(self):  # noqa: ANN202 - prometheus_client's collector protocol
+                return iter(families)
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot())
+        return generate_latest(registry).decode("utf-8")
 
 
 class ModelServer:

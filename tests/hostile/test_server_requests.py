@@ -5,6 +5,7 @@ Refused:
 - JSON inputs holding NaN or Infinity, raw or not: 400 (NaN used to pass the [0, 255] check and cast to 0)
 - a .npy body whose header declares more elements than the bytes it holds: 400, nothing allocated
 - an .npz body: 400
+- a version name with a quote, backslash and newline: escaped in /metrics (prometheus_client writes it)
 """
 
 from __future__ import annotations
@@ -49,3 +50,19 @@ def test_npy_bodies_that_lie_about_their_size_or_are_archives_get_400(labelled_b
         assert status == 400 and "declares shape (1000000, 32, 32, 1)" in reply["error"]
         status, _, reply = request(f"{url}/v1/predict", archive.getvalue(), "application/x-npy")
         assert status == 400 and "not an .npz" in reply["error"]
+
+
+def test_metrics_label_values_are_escaped(labelled_bundle, tmp_path):
+    """A version name with a quote, a backslash and a newline cannot forge or break /metrics lines."""
+    import shutil
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    odd = tmp_path / 'line"3\\a\nb.edgeship'
+    shutil.copytree(labelled_bundle, odd)
+    with running(odd) as (_, url):
+        status, _, text = request(f"{url}/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # parses: every line is well formed
+    (sample,) = families["edgeship_model_info"].samples
+    assert sample.labels["version"] == odd.name and sample.value == 1
