@@ -22,7 +22,6 @@ when none passes the version is refused (``allow_degraded=True`` installs it any
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -79,7 +78,20 @@ def _version_name(archive: Path, name: str | None) -> str:
 def _locked(root: Path) -> Iterator[None]:
     """Serialise installs and rollbacks on one root (an advisory lock on ``root/.lock``)."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / _LOCK, "a") as fh:
+    with open(root / _LOCK, "a+b") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: a byte-range lock on the same file (blocking, retried by msvcrt)
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+            return
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -33,6 +33,18 @@ def test_import_edgeship_loads_no_backend_and_no_torch():
     assert result["loaded"] == []
 
 
+def test_import_edgeship_needs_no_posix_only_module():
+    """Windows has no fcntl or resource: ``import edgeship`` (and its subpackages) must not need them."""
+    result = run_python("""
+        import json, sys
+        for name in ("fcntl", "resource", "pwd", "grp", "termios"):
+            sys.modules[name] = None  # import of it raises ImportError, as on Windows
+        import edgeship, edgeship.benchmarks, edgeship.calibration, edgeship.deploy, edgeship.serve
+        print(json.dumps({"ok": True, "peak_rss": edgeship.benchmarks.latency.peak_rss_mb()}))
+    """)
+    assert result == {"ok": True, "peak_rss": None}
+
+
 def test_list_targets_imports_backends_but_not_torch():
     """Asking what is available may import the backends themselves, never the compress-time libraries."""
     result = run_python(f"""
