@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InputValidationError, RuntimeStateError
+from ..errors import BundleIntegrityError, EdgeshipError, InputValidationError, RuntimeStateError
 from ..spec import shape_matches
 
 if TYPE_CHECKING:
@@ -162,7 +162,15 @@ class Runtime(ABC):
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._released = False  # _close() has been called (exactly once)
-        self._load()
+        try:
+            self._load()
+        except EdgeshipError:
+            raise
+        except Exception as exc:  # a backend's own error (InvalidProtobuf, OpenVINO's RuntimeError, ...)
+            detail = " ".join(str(exc).split())[:400]
+            raise BundleIntegrityError(f"{self.target} could not load this {precision} artifact (its files are "
+                                       f"corrupt or not what this backend reads): {type(exc).__name__}: {detail}"
+                                       ) from exc
         self._inputs, self._outputs = self._io()
         self._input_names = {i.name for i in self._inputs}  # checked on every run
 

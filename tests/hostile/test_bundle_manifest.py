@@ -5,6 +5,7 @@
 - artifact options that are not an object
 - 100,000-deep JSON, and a manifest over 8 MiB
 - an artifact file that is a symlink (to a file inside or outside the bundle), an artifact folder that is a symlink
+- a truncated ONNX model or OpenVINO IR whose hashes were fixed up (the backend's own error wrapped)
 """
 
 from __future__ import annotations
@@ -79,3 +80,18 @@ def test_a_symlinked_artifact_folder_is_refused(bundle_copy, tmp_path):
     os.symlink(tmp_path / "int8", folder)
     with pytest.raises(BundleIntegrityError, match="symlink"):
         edgeship.load(bundle_copy, target="onnxruntime-cpu", precision="int8")
+
+
+@pytest.mark.parametrize("target, rel", [("onnxruntime-cpu", "onnxruntime-cpu/int8/model.onnx"),
+                                         ("openvino-cpu", "openvino-cpu/int8/model.xml"),
+                                         ("openvino-cpu", "openvino-cpu/int8/model.bin")])
+def test_a_truncated_artifact_with_matching_hashes_is_a_clear_error(bundle_copy, target, rel):
+    """Signed garbage (the hashes match what was truncated): the backend's own exception becomes an edgeship one."""
+    import hashlib
+
+    path = bundle_copy / rel
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _edit(bundle_copy, lambda m: next(a for a in m["artifacts"] if rel in a["files"])["files"].update(
+        {rel: hashlib.sha256(path.read_bytes()).hexdigest()}))
+    with pytest.raises(BundleIntegrityError, match=f"{target} could not load this int8 artifact"):
+        edgeship.load(bundle_copy, target=target, precision="int8")
