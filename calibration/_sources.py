@@ -573,7 +573,12 @@ def _pillow() -> Any:
 
 def _decode_image(image_module: Any, path: Path, channels: int) -> np.ndarray:
     """A file -> (H, W, channels) uint8 (first frame of multi-frame files; 16-bit gray -> its high byte)."""
-    with image_module.open(path) as img:
+    from .preprocess import MAX_IMAGE_PIXELS
+
+    with image_module.open(path) as img:  # the header only: the size is known before anything is decoded
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ConfigError(f"{path.name} is {img.width}x{img.height} pixels; calibration images are at most "
+                              f"{MAX_IMAGE_PIXELS} pixels")
         img.load()
         if img.mode.startswith("I;16"):
             arr = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)

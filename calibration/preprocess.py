@@ -15,6 +15,10 @@ import numpy as np
 
 from ..errors import ConfigError, InputValidationError
 
+#: the most pixels edgeship decodes from one image file or request (40 MP: 8K video is 33 MP); a
+#: 10000x10000 PNG of a few KB would otherwise decode to 300 MB of RGB
+MAX_IMAGE_PIXELS = 40_000_000
+
 if TYPE_CHECKING:
     from ..spec import InputSpec, Preprocess
 

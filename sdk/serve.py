@@ -57,7 +57,7 @@ __all__ = ["ModelServer", "decode_body", "serve"]
 API_KEY_ENV = "EDGESHIP_API_KEY"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
-_MAX_IMAGE_PIXELS = 40_000_000
+from .calibration.preprocess import MAX_IMAGE_PIXELS as _MAX_IMAGE_PIXELS  # one cap for files and requests
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 _DRAIN_LIMIT = 1 << 20  # refused bodies up to this size are drained (keep-alive); larger ones close the connection
 
