@@ -765,6 +765,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeshipError as exc:
         print(f"edgeship {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied, a path that vanished: the system's words, no traceback
+        print(f"edgeship {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

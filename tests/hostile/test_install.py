@@ -86,3 +86,14 @@ def test_disk_full_while_writing_history_leaves_the_old_version_current(numbered
     assert history(root) == [first.version]
     assert sorted(p.name for p in (root / "versions").iterdir()) == [first.version]
     assert not list(root.glob(".history.json.tmp-*"))
+
+
+def test_the_cli_reports_a_full_disk_without_a_traceback(numbered, tmp_path, monkeypatch, capsys):
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(deploy, "_write_atomic", full_disk)
+    assert main(["install", str(numbered[1]), "--into", str(tmp_path / "line3")]) == 2
+    err = capsys.readouterr().err
+    assert "edgeship install: error:" in err and "No space left on device" in err and "Traceback" not in err
+    assert not (tmp_path / "line3" / "current").exists()
