@@ -446,6 +446,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     options = {"threads": args.threads} if args.threads else {}
     serve(args.path, args.host, args.port, target=args.target, precision=args.precision, workers=args.workers,
           max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)), api_key=api_key,
+          max_uploads=args.max_uploads, max_connections=args.max_connections,
           public_key=args.verify, verbose=args.verbose, **options)
     return 0
 
@@ -721,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, default=None, help="threads per runtime")
     sv.add_argument("--workers", type=int, default=1, help="runtimes running requests at once")
     sv.add_argument("--max-queue", type=int, default=8, help="requests waiting beyond the workers; more get 429")
+    sv.add_argument("--max-uploads", type=int, default=None,
+                    help="request bodies read at once, before admission (default 4 x (workers + max-queue))")
+    sv.add_argument("--max-connections", type=int, default=512, help="open connections; more get 503")
     sv.add_argument("--max-body-mb", type=float, default=16, help="largest request body (MiB); larger get 413")
     sv.add_argument("--api-key-file", default=None, help="require this API key (default $EDGESHIP_API_KEY, if set)")
     sv.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")

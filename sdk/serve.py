@@ -199,6 +199,7 @@ class _Metrics:
         self.latency_count = 0
         self.admitted = 0
         self.running = 0
+        self.uploading = 0  # bodies being read (not yet admitted to inference)
         self.inflight_max = 0
         self.reloads = 0
         self.reload_errors = 0
@@ -234,8 +235,10 @@ class _Metrics:
                 requests, latency,
                 GaugeMetricFamily("edgeship_queue_depth", "Admitted predict requests waiting for a runtime.",
                                   value=self.admitted - self.running),
-                GaugeMetricFamily("edgeship_inflight", "Predict requests admitted (reading, waiting or running).",
+                GaugeMetricFamily("edgeship_inflight", "Predict requests admitted to inference (waiting or running).",
                                   value=self.admitted),
+                GaugeMetricFamily("edgeship_uploads", "Predict request bodies being read (not yet admitted).",
+                                  value=self.uploading),
                 GaugeMetricFamily("edgeship_inflight_max", "Most predict requests admitted at once "
                                   "(bounded by workers + max_queue).", value=self.inflight_max),
                 CounterMetricFamily("edgeship_reloads", "Switches to a new version of the install root.",
@@ -272,9 +275,14 @@ class ModelServer:
                  target: str | None = None, precision: str | None = None, workers: int = 1, max_queue: int = 8,
                  max_body: int = 16 << 20, body_timeout: float = 10.0, api_key: str | None = None,
                  public_key: Any = None, verbose: bool = False, graceful_timeout: float | None = None,
+                 max_uploads: int | None = None, min_upload_rate: float = 64 << 10, max_connections: int = 512,
                  **options: Any) -> None:
         """``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
         signed with it. ``graceful_timeout``: seconds shutdown waits for in-flight requests (None: no limit).
+        Bodies are read before a request is admitted to inference, at most ``max_uploads`` at once (default
+        4 x (workers + max_queue)), each within ``body_timeout`` s or at ``min_upload_rate`` bytes/s, whichever
+        allows longer: a stalled upload holds an upload place, never an inference one.
+        ``max_connections`` caps open connections (uvicorn answers 503 beyond it).
         ``options`` go to the target (e.g. ``threads``)."""
         if workers < 1 or max_queue < 0 or max_body < 1:
             raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={workers}, "
@@ -292,6 +300,12 @@ class ModelServer:
         self._public_key = public_key
         self.metrics = _Metrics()
         self._admission = threading.BoundedSemaphore(workers + max_queue)
+        self.max_uploads = max_uploads if max_uploads is not None else 4 * (workers + max_queue)
+        if self.max_uploads < 1 or min_upload_rate <= 0 or max_connections < 1:
+            raise ConfigError(f"need max_uploads >= 1, min_upload_rate > 0 and max_connections >= 1; got "
+                              f"{self.max_uploads}, {min_upload_rate}, {max_connections}")
+        self.min_upload_rate = float(min_upload_rate)
+        self._uploads = threading.BoundedSemaphore(self.max_uploads)
         self._reload_lock = threading.Lock()
         self._failed_reload: str | None = None
         # blocking work runs off the event loop on threads this server owns (joined by close()): inference on
@@ -310,7 +324,8 @@ class ModelServer:
         self.server_address = self.socket.getsockname()
         config = uvicorn.Config(self.app, lifespan="on", log_config=uvicorn.config.LOGGING_CONFIG if verbose else None,
                                 access_log=verbose, log_level="info" if verbose else "warning", server_header=False,
-                                backlog=self.backlog, timeout_graceful_shutdown=graceful_timeout)
+                                backlog=self.backlog, timeout_graceful_shutdown=graceful_timeout,
+                                limit_concurrency=max_connections)
         self.uvicorn = uvicorn.Server(config)
         self._serving = threading.Event()
         self._stopped = threading.Event()
@@ -348,6 +363,11 @@ class ModelServer:
                             with self.metrics.lock:
                                 self.metrics.reloads += 1
         return self.model
+
+    def queue_full(self) -> bool:
+        """Whether every inference place (workers + max_queue) is taken right now."""
+        with self.metrics.lock:
+            return self.metrics.admitted >= self.workers + self.max_queue
 
     def admit(self) -> bool:
         """Take a place in the bounded queue; False when it is full."""
@@ -482,21 +502,36 @@ class ModelServer:
         drop = {"Connection": "close"} if length > _DRAIN_LIMIT else {}
         if length > self.max_body:
             raise _HTTPError(413, f"body of {length} bytes is larger than the {self.max_body} bytes allowed", drop)
+        busy = {"Retry-After": "1", **drop}
+        if self.queue_full():  # cheap refusal before a byte of the body is read
+            raise _HTTPError(429, f"server busy: {self.workers} running and {self.max_queue} waiting; retry later",
+                             busy)
+        # the body is read under an upload place of its own, with a deadline that a trickle cannot stretch:
+        # stalled uploads fill the upload places, never the inference queue
+        if not self._uploads.acquire(blocking=False):
+            raise _HTTPError(429, f"server busy: {self.max_uploads} uploads in progress; retry later", busy)
+        start = time.perf_counter()
+        deadline = max(self.body_timeout, length / self.min_upload_rate)
+        with self.metrics.lock:
+            self.metrics.uploading += 1
+        try:
+            with anyio.fail_after(deadline):
+                body = await request.body()
+        except TimeoutError:
+            raise _HTTPError(408, f"the body did not arrive within {deadline:g} s (at least "
+                                  f"{self.min_upload_rate / 1024:g} KiB/s)", {"Connection": "close"}) from None
+        except ClientDisconnect:
+            raise _HTTPError(400, "the client disconnected before sending the whole body") from None
+        finally:
+            with self.metrics.lock:
+                self.metrics.uploading -= 1
+            self._uploads.release()
+        if len(body) != length:
+            raise _HTTPError(400, f"the body ended after {len(body)} of {length} bytes", {"Connection": "close"})
         if not self.admit():
             raise _HTTPError(429, f"server busy: {self.workers} running and {self.max_queue} waiting; retry later",
-                             {"Retry-After": "1", **drop})
-        start = time.perf_counter()
+                             {"Retry-After": "1"})
         try:
-            try:
-                with anyio.fail_after(self.body_timeout):
-                    body = await request.body()
-            except TimeoutError:
-                raise _HTTPError(408, f"the body did not arrive within {self.body_timeout} s",
-                                 {"Connection": "close"}) from None
-            except ClientDisconnect:
-                raise _HTTPError(400, "the client disconnected before sending the whole body") from None
-            if len(body) != length:
-                raise _HTTPError(400, f"the body ended after {len(body)} of {length} bytes", {"Connection": "close"})
             reply = await asyncio.get_running_loop().run_in_executor(
                 self._inference, self.predict, body, request.headers.get("content-type", ""))
         finally:

@@ -166,21 +166,35 @@ def test_api_key(labelled_bundle, expected):
         assert request(f"{url}/metrics", headers={"X-API-Key": "s3cret"})[0] == 200
 
 
-def test_full_queue_answers_429_before_reading_the_body(labelled_bundle, expected):
-    """A client that sent its headers but not its body holds the only place; the next request gets 429."""
+def _stalled(port: int, body: bytes) -> socket.socket:
+    """A connection that sent its headers and 10 bytes of its body, and then nothing."""
+    slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+    slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+    return slow
+
+
+def _wait_for(url: str, name: str, value: float) -> None:
+    deadline = time.monotonic() + 30
+    while metric(request(f"{url}/metrics")[2], name) != value and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert metric(request(f"{url}/metrics")[2], name) == value
+
+
+def test_a_stalled_upload_holds_an_upload_place_not_an_inference_one(labelled_bundle, expected):
+    """With one worker and no queue, a client that sent its headers but not its body does not block the next
+    request (bodies are read before admission); with every upload place taken the next one gets 429 before its
+    body is read; the held request completes normally."""
     raw = expected[0]
     body = npy(raw)
-    with running(labelled_bundle, workers=1, max_queue=0) as (_, url):
+    with running(labelled_bundle, workers=1, max_queue=0, max_uploads=1) as (_, url):
         port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
-            slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
-            deadline = time.monotonic() + 30
-            while metric(request(f"{url}/metrics")[2], "edgeship_inflight") != 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
+        with _stalled(port, body) as slow:
+            _wait_for(url, "edgeship_uploads", 1)
+            assert metric(request(f"{url}/metrics")[2], "edgeship_inflight") == 0
             status, headers, reply = request(f"{url}/v1/predict", body, "application/x-npy")
             assert status == 429 and headers["Retry-After"] == "1"
-            assert "server busy: 1 running and 0 waiting" in reply["error"]
+            assert "1 uploads in progress" in reply["error"]
             slow.sendall(body[10:])  # the held request completes normally
             answer = b""
             while b"\r\n\r\n" not in answer:
@@ -188,6 +202,12 @@ def test_full_queue_answers_429_before_reading_the_body(labelled_bundle, expecte
             assert answer.startswith(b"HTTP/1.1 200")
         _, _, text = request(f"{url}/metrics")
         assert metric(text, 'edgeship_requests_total{code="429",path="/v1/predict"}') == 1
+    with running(labelled_bundle, workers=1, max_queue=0) as (_, url):  # default: 4 upload places per place
+        port = int(url.rsplit(":", 1)[1])
+        with _stalled(port, body):
+            _wait_for(url, "edgeship_uploads", 1)
+            status, _, reply = request(f"{url}/v1/predict", body, "application/x-npy")
+            assert status == 200, reply  # the stalled upload took no inference place
 
 
 def test_concurrent_load_is_bounded(labelled_bundle, expected):
@@ -283,7 +303,7 @@ def test_stalled_body_gets_408_and_the_connection_closes(labelled_bundle, expect
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
         text = request(f"{url}/metrics")[2]
-        assert metric(text, "edgeship_inflight") == 0  # the stalled request gave its place back
+        assert metric(text, "edgeship_uploads") == 0 and metric(text, "edgeship_inflight") == 0  # places given back
         assert request(f"{url}/v1/predict", body, "application/x-npy")[0] == 200
 
 
@@ -295,9 +315,7 @@ def test_shutdown_lets_an_in_flight_request_finish(labelled_bundle, expected):
         with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
             slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
-            deadline = time.monotonic() + 30
-            while metric(request(f"{url}/metrics")[2], "edgeship_inflight") != 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            _wait_for(url, "edgeship_uploads", 1)
             server.uvicorn.should_exit = True
             time.sleep(0.5)  # the listener is closed by now; the admitted request is still being waited for
             with pytest.raises(OSError):

@@ -5,6 +5,8 @@ Refused:
 - JSON inputs holding NaN or Infinity, raw or not: 400 (NaN used to pass the [0, 255] check and cast to 0)
 - a .npy body whose header declares more elements than the bytes it holds: 400, nothing allocated
 - an .npz body: 400
+- 9 stalled uploads (headers sent, body trickling): every other client is still served (they used to hold
+  every admission place for the whole body timeout)
 - a version name with a quote, backslash and newline: escaped in /metrics (prometheus_client writes it)
 """
 
@@ -66,3 +68,20 @@ def test_metrics_label_values_are_escaped(labelled_bundle, tmp_path):
     families = {f.name: f for f in text_string_to_metric_families(text)}  # parses: every line is well formed
     (sample,) = families["edgeship_model_info"].samples
     assert sample.labels["version"] == odd.name and sample.value == 1
+
+
+def test_nine_stalled_uploads_do_not_lock_other_clients_out(labelled_bundle, digits_data):
+    from test_serve import _stalled, _wait_for, npy
+
+    body = npy(digits_data[2][:1])
+    with running(labelled_bundle, workers=1, max_queue=8) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [_stalled(port, body) for _ in range(9)]
+        try:
+            _wait_for(url, "edgeship_uploads", 9)
+            for _ in range(3):
+                status, _, reply = request(f"{url}/v1/predict", body, "application/x-npy")
+                assert status == 200, reply
+        finally:
+            for s in stalled:
+                s.close()
