@@ -500,6 +500,12 @@ def tune(
                     settings["ray_startup_s"] = getattr(runner, "startup_s", None)
                     runner.run(todo, (model, calib, (x_val, y_val)), cache, on_done)
         except KeyboardInterrupt:
+            # a trial whose record reached the cache just before the interrupt (between cache.store and
+            # trials[...] in on_done) is finished: count it, so the report holds exactly what a re-run reuses
+            for job in jobs:
+                record = cache.load(job.key) if job.key not in trials else None
+                if record is not None:
+                    trials[job.key] = Trial.from_record(job.candidate, record, cache, cached=False)
             partial = _partial_report(trials, jobs, budget, settings, started)
             if output is not None and partial is not None:
                 partial.save(Path(output) / "report")

@@ -134,8 +134,11 @@ def interrupt_cli(args: list[str], trials_dir: Path, after: int) -> tuple[int, s
     itself segfaults once earlier tests have left backend threads behind, hence the subprocess."""
     import signal
 
+    # SIGINT back to its default in the child: a suite started in the background (nohup, `cmd &` without job
+    # control) inherits SIGINT ignored, and Python then never turns the signal into KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "edgeship", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline and len(list(trials_dir.glob("*.json"))) < after:
