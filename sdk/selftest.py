@@ -342,7 +342,9 @@ def compare(outputs: Mapping[str, Any], golden: Golden) -> tuple[float | None, f
         return _box_agreement(outputs, golden), error
     first = golden.references[names[0]]
     if _is_scores(first):
-        return float(np.mean(np.argmax(np.asarray(outputs[names[0]]), axis=1) == np.argmax(first, axis=1))), error
+        from .benchmarks.metrics import top1_agreement
+
+        return top1_agreement(outputs[names[0]], first), error
     return None, error
 
 

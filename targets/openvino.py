@@ -99,14 +99,15 @@ class OpenVINOCPU(Target):
                                          subset_size=len(calibration), preset=nncf.QuantizationPreset.PERFORMANCE,
                                          ignored_scope=ignored, advanced_parameters=_advanced(overflow_fix, method))
 
-                method, measured = calibration_method, None
+                method, measured, chosen = calibration_method, None, None
                 if calibration_method == "auto":
                     method = "nncf-default"
                     if accuracy is not None:
-                        method, measured = _choose_range_estimator(quantize, core, onnx_path, accuracy.inputs)
+                        method, measured, chosen = _choose_range_estimator(quantize, core, onnx_path,
+                                                                           accuracy.inputs)
                 advanced = _advanced(overflow_fix, method)
                 if accuracy is None:
-                    model = quantize(method)
+                    model = chosen if chosen is not None else quantize(method)
                 else:
                     from ..accuracy import fill_reference
 
@@ -176,9 +177,11 @@ def _advanced(overflow_fix: str, method: str) -> Any:
     return AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix), **extra)
 
 
-def _choose_range_estimator(quantize: Any, core: Any, onnx_path: Path, inputs: np.ndarray) -> tuple[str, list]:
+def _choose_range_estimator(quantize: Any, core: Any, onnx_path: Path,
+                            inputs: np.ndarray) -> tuple[str, list, Any]:
     """Quantize with NNCF's default and each range estimator: the first (NNCF's default, then the order
-    listed) whose top-1 agreement with FP32 on ``inputs`` is not significantly below the best one's."""
+    listed) whose top-1 agreement with FP32 on ``inputs`` is not significantly below the best one's.
+    Returns (its name, every measurement, its quantized model)."""
     x = np.ascontiguousarray(inputs[:256])
 
     def top1(model: Any) -> np.ndarray:
@@ -189,10 +192,11 @@ def _choose_range_estimator(quantize: Any, core: Any, onnx_path: Path, inputs: n
 
     reference = top1(core.read_model(str(onnx_path)))
     methods = ("nncf-default", *RANGE_ESTIMATORS)
-    hits = {m: top1(quantize(m)) == reference for m in methods}
+    models = {m: quantize(m) for m in methods}
+    hits = {m: top1(models[m]) == reference for m in methods}
     best = max(methods, key=lambda m: hits[m].mean())
     chosen = next(m for m in methods if not significantly_worse(hits[m], hits[best]))
-    return chosen, [{"calibration_method": m, "agreement": float(hits[m].mean())} for m in methods]
+    return chosen, [{"calibration_method": m, "agreement": float(hits[m].mean())} for m in methods], models[chosen]
 
 
 def _overflow_fix(fleet: Fleet) -> tuple[str, str]:
