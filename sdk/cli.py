@@ -446,7 +446,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     options = {"threads": args.threads} if args.threads else {}
     serve(args.path, args.host, args.port, target=args.target, precision=args.precision, workers=args.workers,
           max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)), api_key=api_key,
-          max_uploads=args.max_uploads, max_connections=args.max_connections,
+          max_uploads=args.max_uploads, max_connections=args.max_connections, header_timeout=args.header_timeout,
           public_key=args.verify, verbose=args.verbose, **options)
     return 0
 
@@ -725,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-uploads", type=int, default=None,
                     help="request bodies read at once, before admission (default 4 x (workers + max-queue))")
     sv.add_argument("--max-connections", type=int, default=512, help="open connections; more get 503")
+    sv.add_argument("--header-timeout", type=float, default=10.0,
+                    help="seconds a connection may take to send its request headers before it is closed")
     sv.add_argument("--max-body-mb", type=float, default=16, help="largest request body (MiB); larger get 413")
     sv.add_argument("--api-key-file", default=None, help="require this API key (default $EDGESHIP_API_KEY, if set)")
     sv.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")

@@ -260,6 +260,50 @@ class _Metrics:
         return generate_latest(registry).decode("utf-8")
 
 
+def _header_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete ``seconds`` after it
+    opened or after its last answer: uvicorn alone holds half-sent headers open for ever (slowloris)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _deadline: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # nothing was answered: the headers never arrived
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # a whole request line and headers arrived; the body has its own limits
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+
+
 class ModelServer:
     """An HTTP server (a Starlette app on uvicorn) for one bundle folder or install root; see the module doc.
 
@@ -276,13 +320,14 @@ class ModelServer:
                  max_body: int = 16 << 20, body_timeout: float = 10.0, api_key: str | None = None,
                  public_key: Any = None, verbose: bool = False, graceful_timeout: float | None = None,
                  max_uploads: int | None = None, min_upload_rate: float = 64 << 10, max_connections: int = 512,
-                 **options: Any) -> None:
+                 header_timeout: float = 10.0, **options: Any) -> None:
         """``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
         signed with it. ``graceful_timeout``: seconds shutdown waits for in-flight requests (None: no limit).
         Bodies are read before a request is admitted to inference, at most ``max_uploads`` at once (default
         4 x (workers + max_queue)), each within ``body_timeout`` s or at ``min_upload_rate`` bytes/s, whichever
         allows longer: a stalled upload holds an upload place, never an inference one.
-        ``max_connections`` caps open connections (uvicorn answers 503 beyond it).
+        ``max_connections`` caps open connections (uvicorn answers 503 beyond it); a connection whose request
+        headers have not all arrived ``header_timeout`` s after it opened (or after its last answer) is closed.
         ``options`` go to the target (e.g. ``threads``)."""
         if workers < 1 or max_queue < 0 or max_body < 1:
             raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={workers}, "
@@ -301,9 +346,10 @@ class ModelServer:
         self.metrics = _Metrics()
         self._admission = threading.BoundedSemaphore(workers + max_queue)
         self.max_uploads = max_uploads if max_uploads is not None else 4 * (workers + max_queue)
-        if self.max_uploads < 1 or min_upload_rate <= 0 or max_connections < 1:
-            raise ConfigError(f"need max_uploads >= 1, min_upload_rate > 0 and max_connections >= 1; got "
-                              f"{self.max_uploads}, {min_upload_rate}, {max_connections}")
+        if self.max_uploads < 1 or min_upload_rate <= 0 or max_connections < 1 or not header_timeout > 0:
+            raise ConfigError(f"need max_uploads >= 1, min_upload_rate > 0, max_connections >= 1 and "
+                              f"header_timeout > 0; got {self.max_uploads}, {min_upload_rate}, {max_connections}, "
+                              f"{header_timeout}")
         self.min_upload_rate = float(min_upload_rate)
         self._uploads = threading.BoundedSemaphore(self.max_uploads)
         self._reload_lock = threading.Lock()
@@ -325,7 +371,7 @@ class ModelServer:
         config = uvicorn.Config(self.app, lifespan="on", log_config=uvicorn.config.LOGGING_CONFIG if verbose else None,
                                 access_log=verbose, log_level="info" if verbose else "warning", server_header=False,
                                 backlog=self.backlog, timeout_graceful_shutdown=graceful_timeout,
-                                limit_concurrency=max_connections)
+                                limit_concurrency=max_connections, http=_header_deadline_protocol(header_timeout))
         self.uvicorn = uvicorn.Server(config)
         self._serving = threading.Event()
         self._stopped = threading.Event()

@@ -7,6 +7,8 @@ Refused:
 - an .npz body: 400
 - 9 stalled uploads (headers sent, body trickling): every other client is still served (they used to hold
   every admission place for the whole body timeout)
+- 300 connections that send half their request headers and then nothing: all closed by the server after
+  ``header_timeout`` (uvicorn alone held every one open for ever), while other clients are served
 - a version name with a quote, backslash and newline: escaped in /metrics (prometheus_client writes it)
 """
 
@@ -85,3 +87,41 @@ def test_nine_stalled_uploads_do_not_lock_other_clients_out(labelled_bundle, dig
         finally:
             for s in stalled:
                 s.close()
+
+
+def test_half_sent_headers_are_closed_after_the_header_timeout(labelled_bundle):
+    import socket
+    import time
+
+    with running(labelled_bundle, header_timeout=1.0) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        half = []
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+            half.append(s)
+        try:
+            assert request(f"{url}/healthz")[0] == 200  # served while the 300 are held
+            deadline = time.monotonic() + 20
+            for s in half:  # each is closed by the server: recv sees EOF (b"") or a reset, never a timeout
+                s.settimeout(max(0.1, deadline - time.monotonic()))
+                try:
+                    assert s.recv(1024) == b""
+                except ConnectionResetError:
+                    pass
+            assert request(f"{url}/healthz")[0] == 200
+            # a connection that sends whole headers slowly, but within the deadline, is answered
+            slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+            slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+            time.sleep(0.5)
+            slow.sendall(b"Host: x\r\n\r\n")
+            assert slow.recv(1024).startswith(b"HTTP/1.1 200")
+            slow.close()
+        finally:
+            for s in half:
+                s.close()
+
+
+def test_a_nonpositive_header_timeout_is_refused(labelled_bundle):
+    with pytest.raises(ConfigError, match="header_timeout > 0"):
+        ModelServer(labelled_bundle, "127.0.0.1", 0, header_timeout=0)
