@@ -156,11 +156,30 @@ class Bundle:
                     "refusing to load it"
                 )
 
+    def read_verified(self, entry: dict[str, Any]) -> dict[str, bytes]:
+        """The bytes of every file of artifact ``entry`` (bundle-relative name -> bytes), each checked against
+        its manifest SHA-256: what was hashed is what the backend gets, with no second read by path."""
+        contents = {}
+        for rel, expected in entry["files"].items():
+            _check_inside(self.path, rel)
+            path = self.path / rel
+            if not path.is_file():
+                raise BundleIntegrityError(f"bundle {self.path} is missing {rel}, listed in its manifest")
+            data = path.read_bytes()
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != expected:
+                raise BundleIntegrityError(
+                    f"{rel} in bundle {self.path} was modified: SHA-256 {actual[:16]}…, manifest says {expected[:16]}…; "
+                    "refusing to load it"
+                )
+            contents[rel] = data
+        return contents
+
     def load(self, target: str | None = None, precision: str | None = None, **options: Any):
-        """Verify and load one artifact into a Runtime (options go to the target, e.g. ``threads``)."""
+        """Verify and load one artifact into a Runtime (options go to the target, e.g. ``threads``): the
+        backend is given the bytes that were hashed."""
         entry = self.artifact(target, precision)
-        self.verify(entry)
-        return load_entry(self.path, entry, self.spec, **options)
+        return load_entry(self.path, entry, self.spec, contents=self.read_verified(entry), **options)
 
     def verify_outputs(self, target: str | None = None, precision: str | None = None, threads: int | None = None):
         """Run the bundle's self-test here: every artifact (of ``target`` / ``precision``) whose target is
@@ -181,17 +200,21 @@ class Bundle:
         return f"<Bundle {self.path} {self.variants}>"
 
 
-def load_entry(root: Path, entry: dict[str, Any], spec: InputSpec, **options: Any):
-    """Load the artifact of manifest ``entry`` whose bundle folder is ``root`` (hashes are the caller's to check)."""
+def load_entry(root: Path, entry: dict[str, Any], spec: InputSpec, contents: dict[str, bytes] | None = None,
+               **options: Any):
+    """Load the artifact of manifest ``entry`` whose bundle folder is ``root`` (hashes are the caller's to check:
+    ``contents``, bundle-relative name -> bytes, from :meth:`Bundle.read_verified`, is what the backend loads)."""
     from .targets import Artifact, get_target
 
     backend = get_target(entry["target"])
+    relative = {f: str(PurePosixPath(f).relative_to(entry["dir"])) for f in entry["files"]}
     artifact = Artifact(
         target=entry["target"],
         precision=entry["precision"],
-        files=[str(PurePosixPath(f).relative_to(entry["dir"])) for f in entry["files"]],
+        files=list(relative.values()),
         backend_versions=entry.get("backend_versions", {}),
         options=entry.get("options", {}),
+        contents={relative[f]: data for f, data in (contents or {}).items()},
     )
     return backend.load(Path(root) / entry["dir"], artifact, spec, **options)
 

@@ -58,6 +58,9 @@ class Artifact:
     files: list[str]
     backend_versions: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    #: file name (as in ``files``) -> the bytes whose hash was checked, when loaded from a bundle: the backend
+    #: loads these, never the file again by path (between the hash check and the load it could have changed)
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Target(ABC):

@@ -124,7 +124,8 @@ class ONNXRuntimeCPU(Target):
         )
 
     def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "ONNXRuntimeRuntime":
-        return ONNXRuntimeRuntime(root / artifact.files[0], spec, artifact.precision, **options)
+        return ONNXRuntimeRuntime(root / artifact.files[0], spec, artifact.precision,
+                                  model_bytes=artifact.contents.get(artifact.files[0]), **options)
 
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -361,10 +362,13 @@ class ONNXRuntimeRuntime(Runtime):
     target = "onnxruntime-cpu"
 
     def __init__(self, model_path: Path, spec: "InputSpec", precision: str, threads: int | None = None,
-                 providers: list[Any] | None = None, target: str = "onnxruntime-cpu") -> None:
+                 providers: list[Any] | None = None, target: str = "onnxruntime-cpu",
+                 model_bytes: bytes | None = None) -> None:
+        """``model_bytes``: the model itself (what a bundle hashed); ``model_path`` is then only its name."""
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         self._path = model_path
+        self._model_bytes = model_bytes
         self._threads = threads
         self._providers = providers or ["CPUExecutionProvider"]
         self.target = target
@@ -377,7 +381,8 @@ class ONNXRuntimeRuntime(Runtime):
         if self._threads is not None:
             options.intra_op_num_threads = self._threads
             options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(self._path), options, providers=self._providers)
+        model, self._model_bytes = (self._model_bytes if self._model_bytes is not None else str(self._path)), None
+        self._session = ort.InferenceSession(model, options, providers=self._providers)
         self._output_names = [o.name for o in self._session.get_outputs()]
 
     def _io(self) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -441,7 +446,8 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
 
     def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "ONNXRuntimeRuntime":
         return ONNXRuntimeRuntime(root / artifact.files[0], spec, artifact.precision,
-                                  providers=[self.provider, "CPUExecutionProvider"], target=self.name, **options)
+                                  providers=[self.provider, "CPUExecutionProvider"], target=self.name,
+                                  model_bytes=artifact.contents.get(artifact.files[0]), **options)
 
 
 @register_target("onnxruntime-cuda")

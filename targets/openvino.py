@@ -276,6 +276,10 @@ class OpenVINORuntime(Runtime):
         measure whether bf16 pays on this CPU; ``performance_hint`` is OpenVINO's ("LATENCY", "THROUGHPUT");
         ``num_streams`` sets the CPU plugin's parallel inference streams (default: the hint's choice)."""
         self._xml = xml_path
+        weights = xml_path.with_suffix(".bin").name
+        # the IR as hashed by the bundle (xml, bin), when it came from one: read from memory, not again by path
+        self._ir = ((artifact.contents[xml_path.name], artifact.contents.get(weights, b""))
+                    if xml_path.name in artifact.contents else None)
         self._names = {"inputs": artifact.options.get("inputs"), "outputs": artifact.options.get("outputs")}
         precision = inference_precision or artifact.options.get("inference_precision", "f32")
         if precision not in INFERENCE_PRECISIONS:
@@ -296,7 +300,11 @@ class OpenVINORuntime(Runtime):
     def _load(self) -> None:
         ov = _ov()
         self._core = ov.Core()
-        self._compiled = self._core.compile_model(str(self._xml), DEVICE, self._config)
+        if self._ir is not None:
+            model, self._ir = self._core.read_model(*self._ir), None
+        else:
+            model = str(self._xml)
+        self._compiled = self._core.compile_model(model, DEVICE, self._config)
         self._output_ports = list(self._compiled.outputs)
         self._requests_lock = threading.Lock()
         self._requests = [self._compiled.create_infer_request()]  # every request made, released by _close

@@ -186,8 +186,8 @@ class _TensorRTBase(Target):
         if rebuild:
             engine_bytes = build_engine(root / "model.onnx", None, root / "timing.cache", spec, artifact.options,
                                         return_bytes=True)
-        else:
-            engine_bytes = engine_path.read_bytes()
+        else:  # the engine as the bundle hashed it, when it came from one
+            engine_bytes = artifact.contents.get("model.engine") or engine_path.read_bytes()
         return TensorRTRuntime(engine_bytes, spec, artifact.precision, device=device, target=self.name)
 
 

@@ -6,6 +6,8 @@
 - 100,000-deep JSON, and a manifest over 8 MiB
 - an artifact file that is a symlink (to a file inside or outside the bundle), an artifact folder that is a symlink
 - a truncated ONNX model or OpenVINO IR whose hashes were fixed up (the backend's own error wrapped)
+- an artifact swapped on disk after its hash was checked (check-then-use): the backend runs the bytes that were
+  hashed (it used to reopen the file by path)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 import edgeship
@@ -94,4 +97,27 @@ def test_a_truncated_artifact_with_matching_hashes_is_a_clear_error(bundle_copy,
     _edit(bundle_copy, lambda m: next(a for a in m["artifacts"] if rel in a["files"])["files"].update(
         {rel: hashlib.sha256(path.read_bytes()).hexdigest()}))
     with pytest.raises(BundleIntegrityError, match=f"{target} could not load this int8 artifact"):
+        edgeship.load(bundle_copy, target=target, precision="int8")
+
+
+@pytest.mark.parametrize("target", ["onnxruntime-cpu", "openvino-cpu"])
+def test_the_backend_runs_the_bytes_that_were_hashed(digits_bundle, bundle_copy, digits_data, target):
+    """Swap the INT8 files for the FP32 ones between the hash check and the load: the runtime still runs INT8."""
+    from edgeship.bundle import Bundle, load_entry
+
+    x = digits_data[2][:32]
+    with digits_bundle.load(target, "int8") as rt:
+        int8 = rt.run(x, preprocess=True)[rt.outputs[0].name]
+    with digits_bundle.load(target, "fp32") as rt:
+        fp32 = rt.run(x, preprocess=True)[rt.outputs[0].name]
+    assert not np.array_equal(int8, fp32)
+
+    bundle = Bundle.open(bundle_copy)
+    entry = bundle.artifact(target, "int8")
+    contents = bundle.read_verified(entry)
+    for rel in entry["files"]:  # the swap, after the check
+        shutil.copyfile(bundle_copy / rel.replace("/int8/", "/fp32/"), bundle_copy / rel)
+    with load_entry(bundle.path, entry, bundle.spec, contents=contents) as rt:
+        np.testing.assert_array_equal(rt.run(x, preprocess=True)[rt.outputs[0].name], int8)
+    with pytest.raises(BundleIntegrityError, match="was modified"):
         edgeship.load(bundle_copy, target=target, precision="int8")
