@@ -34,8 +34,10 @@ def _direct_runner(bundle: Any, target: str, precision: str, threads: int) -> Ca
     entry = bundle.artifact(target, precision)
     path = bundle.path / next(f for f in entry["files"] if f.endswith((".xml", ".onnx")))
     if target == "openvino-cpu":
-        ov = require("openvino")
-        compiled = ov.Core().compile_model(str(path), "CPU", {
+        require("openvino")
+        from ..targets.openvino import shared_core
+
+        compiled = shared_core().compile_model(str(path), "CPU", {
             "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
         request = compiled.create_infer_request()
         return lambda x: request.infer({0: x})

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .._lazy import require
+from ..targets.openvino import shared_core
 from .latency import measure_latency
 
 # name -> the fixed input size (H, W) it is measured at: the ResNet-50 ones at 512 to keep the run short
@@ -121,7 +122,7 @@ def _whole_graph_rows(model: Any, runs: int, threads: int, tmp: Path) -> list[di
     from edgeship.detection import _wrappers
 
     torch = require("torch")
-    ov = require("openvino")
+    require("openvino")
     nncf = require("nncf")
     _, raw, calib = _inputs((320, 320))
     whole = _wrappers()[1](model, (320, 320)).eval()
@@ -130,7 +131,7 @@ def _whole_graph_rows(model: Any, runs: int, threads: int, tmp: Path) -> list[di
     raw_input = torch.from_numpy(np.ascontiguousarray(raw[:320, :320].transpose(2, 0, 1)[None] / 255.0, np.float32))
     torch.onnx.export(whole, (raw_input,), str(onnx_path), input_names=["input"],
                       output_names=["boxes", "scores", "labels"], opset_version=17, dynamo=False)
-    core = ov.Core()
+    core = shared_core()
     ov_model = core.read_model(str(onnx_path))
     int8_error = None
     try:

@@ -37,6 +37,7 @@ from .._progress import console, progress
 from ..errors import ConfigError, EdgeshipError
 from ..spec import InputSpec, Preprocess
 from .evaluate import cpu_flags, environment
+from ..targets.openvino import shared_core
 from .latency import measure_latency
 from .metrics import proportion_interval, top1, top1_agreement
 
@@ -296,7 +297,7 @@ def _nncf_direct(onnx_path: Path, samples: list[np.ndarray], threads: int, dst: 
     nncf = require("nncf", "the fidelity benchmark")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
-    core = ov.Core()
+    core = shared_core()
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: with the other progress, off the table
         quantized = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(samples), subset_size=len(samples))
     ov.save_model(quantized, str(dst))  # kept for inspection; the row runs the in-memory model

@@ -84,8 +84,10 @@ def fill_reference(control: AccuracyControl, onnx_path: Any, spec: Any) -> None:
         name = session.get_outputs()[0].name
         run: Predict = lambda x: session.run([name], {spec.name: x})[0]  # noqa: E731
     else:
-        ov = require("openvino", "measuring the FP32 reference accuracy")
-        compiled = ov.Core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        require("openvino", "measuring the FP32 reference accuracy")
+        from .targets.openvino import shared_core
+
+        compiled = shared_core().compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         port = compiled.outputs[0]
         run = lambda x: compiled(x)[port]  # noqa: E731
     control.reference_outputs = control.predict(run)

@@ -30,6 +30,26 @@ def _ov():
     return require("openvino", "the openvino-cpu target")
 
 
+_CORE_LOCK = threading.Lock()
+_CORE: Any = None
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and kept until exit.
+
+    One Core is what OpenVINO recommends, and here it is also a fix: each Core's CPU plugin installs an
+    alternate signal stack on the thread that creates it and, when the Core is destroyed, restores the one it
+    found. Two Cores destroyed out of order leave the thread's alternate stack pointing at freed memory, and
+    the next signal Python handles there (SIGTERM, SIGINT: its handlers run on the alternate stack) is a
+    segfault. A Core that lives as long as the process never restores a stale stack.
+    """
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = _ov().Core()
+        return _CORE
+
+
 def _cpu_supports_fp16(core: Any) -> bool:
     return "FP16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
 
@@ -53,7 +73,7 @@ class OpenVINOCPU(Target):
         if not is_installed("openvino"):
             return False, "openvino is not installed (pip install 'edgeship[openvino]')"
         ov = _ov()
-        if DEVICE not in ov.Core().available_devices:
+        if DEVICE not in shared_core().available_devices:
             return False, "OpenVINO reports no CPU device"
         return True, f"openvino {ov.__version__.split('-')[0]}"
 
@@ -73,7 +93,7 @@ class OpenVINOCPU(Target):
         activation range estimator ("minmax", "percentile" = mean quantile, "entropy" = histogram), or
         "auto": NNCF's default, or with validation inputs (``accuracy``) the most faithful of all four."""
         ov = _ov()
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(str(onnx_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
@@ -298,8 +318,7 @@ class OpenVINORuntime(Runtime):
         super().__init__(spec, artifact.precision)
 
     def _load(self) -> None:
-        ov = _ov()
-        self._core = ov.Core()
+        self._core = shared_core()
         if self._ir is not None:
             model, self._ir = self._core.read_model(*self._ir), None
         else:

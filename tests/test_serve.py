@@ -25,6 +25,7 @@ from edgeship.archive import pack
 from edgeship.deploy import install, rollback
 from edgeship.postprocess import Postprocess
 from edgeship.serve import ModelServer
+from edgeship.targets import get_target_class
 
 from conftest import DIGIT_LABELS
 
@@ -287,6 +288,36 @@ def test_cli_serve_stops_gracefully_on_sigterm(labelled_bundle, expected):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.returncode == 0, err
+    assert "edgeship serve: stopped" in out
+
+
+@pytest.mark.skipif(not all(get_target_class(t).availability()[0] for t in ("openvino-cpu",
+                                                                                     "onnxruntime-cpu")),
+                    reason="needs both CPU backends")
+def test_sigint_after_choosing_across_both_cpu_backends_exits_cleanly(labelled_bundle, expected, tmp_path):
+    """The device choice runs OpenVINO and ONNX Runtime in the server process and releases the losers; a later
+    SIGINT used to segfault (rc -11): two OpenVINO Cores released out of order left the main thread's
+    alternate signal stack pointing at freed memory. One process-wide Core (targets.openvino.shared_core)."""
+    root = tmp_path / "root"
+    install(pack(labelled_bundle, tmp_path / "v1.tar"), root)
+    (root / "choice.json").unlink()  # the choice is made again, in the server process
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship", "serve", str(root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
+        assert match, line + proc.stderr.read()
+        url = f"http://127.0.0.1:{match.group(1)}"
+        status, _, reply = request(f"{url}/v1/predict", npy(expected[0]), "application/x-npy")
+        assert status == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "openvino-cpu" in err and "onnxruntime-cpu" in err, err  # the self-test line: both backends ran
     assert proc.returncode == 0, err
     assert "edgeship serve: stopped" in out
 
