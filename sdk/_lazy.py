@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from types import ModuleType
 
 from .errors import MissingDependencyError
@@ -32,8 +33,16 @@ _EXTRA_FOR = {
 }
 
 
+# loggers of other libraries that a module's import wakes with a warning about nothing edgeship does: NNCF
+# imports torch's C++ extension builder, which warns "No CUDA runtime is found" on every CPU-only machine
+# (edgeship builds no extension); a newcomer's first screen should hold only edgeship's own output
+_QUIET_LOGGERS = {"nncf": ("torch.utils.cpp_extension",)}
+
+
 def require(module: str, purpose: str = "") -> ModuleType:
     """Import ``module`` or raise MissingDependencyError naming the extra that installs it."""
+    for name in _QUIET_LOGGERS.get(module.split(".")[0], ()):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return importlib.import_module(module)
     except ImportError as exc:

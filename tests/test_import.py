@@ -216,3 +216,25 @@ def test_error_tree():
     assert issubclass(edgeship.UnknownTargetError, KeyError)
     assert issubclass(edgeship.LatencyBudgetError, edgeship.CompileError)
     assert str(edgeship.UnknownTargetError("unknown target 'x'")) == "unknown target 'x'"  # no KeyError repr quoting
+
+
+def test_compress_prints_no_cuda_warning_on_a_cpu_machine(tmp_path):
+    """NNCF imports torch's C++ extension builder, which warns "No CUDA runtime is found" on any machine
+    without CUDA; edgeship builds no extension, so the first screen (the demo's compress) should not show it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import edgeship
+        from edgeship import demo
+        x_train = demo.digits_data()[0]
+        edgeship.compress(demo.train_digits_cnn(cache_dir={str(tmp_path)!r}), input_spec=demo.DIGITS_SPEC,
+                          output={str(tmp_path / "b.edgeship")!r}, calibration=x_train[:32],
+                          targets=["openvino-cpu"], precision=["int8"], preprocess_calibration=True,
+                          show_progress=False)
+        print("compressed")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "compressed" in proc.stdout, proc.stderr
+    assert "No CUDA runtime" not in proc.stderr, proc.stderr
