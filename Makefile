@@ -23,7 +23,7 @@ test: env
 	$(PY) -m pytest -q
 
 bench: env
-	$(PY) -m edgeship.benchmarks.core --out out/bench-core
+	$(PY) -m edgeship.benchmarks.suites.core --out out/bench-core
 
 clean:
 	rm -rf out build *.egg-info

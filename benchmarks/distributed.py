@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import socket
 import tempfile
-import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from .._executors import RayCluster, TransferError, _describe, _watchdog, unpack_checked
 from .._progress import console, progress
-from ..bundle import MANIFEST, sha256_file
-from ..errors import EdgeshipError, MissingDependencyError
+from ..bundle.archive import pack_bytes
+from ..bundle.folder import MANIFEST, sha256_file
+from ..cluster import RayCluster, RayScheduler, unpack_checked, watchdog
+from ..errors import EdgeshipError, MissingDependencyError, TransferError
 from .report import REPORT_SCHEMA_VERSION, Report, Row
 
 if TYPE_CHECKING:
-    from ..bundle import Bundle
+    from ..bundle.folder import Bundle
 
 
 def remote_benchmark(data: bytes, sha256: str, name: str, target: str, inputs: Any, kwargs: Mapping[str, Any],
@@ -36,7 +35,7 @@ def remote_benchmark(data: bytes, sha256: str, name: str, target: str, inputs: A
     or the error, and whether another attempt may pass."""
     from .evaluate import benchmark
 
-    timer = _watchdog(timeout_s)
+    timer = watchdog(timeout_s)
     host = socket.gethostname()
     try:
         with tempfile.TemporaryDirectory(prefix="edgeship-bench-") as tmp:
@@ -62,7 +61,6 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
                      settings: dict[str, Any], save_to: Path | None, show_progress: bool,
                      sign_key: Any = None) -> Report:
     """Measure every (bundle, target) as a Ray task and assemble one report (see the module doc)."""
-    from .._cache import pack_bytes
     from ..targets import list_targets
     from .evaluate import _finish
 
@@ -76,61 +74,43 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
 
     with RayCluster(wanted, address, strict=False, advertise=[t for t in wanted if t in here]) as cluster:
         ray = cluster._ray
-        task = ray.remote(max_retries=0)(remote_benchmark)
+        scheduler = RayScheduler(cluster, remote_benchmark, retries=retries, timeout_s=task_timeout_s,
+                                 failed=lambda error: {"error": error, "retry": True, "host": None})
         shared_inputs, shared_kwargs = ray.put(data), ray.put(kwargs)
         packed = []
         for bundle in bundles:
             tar, sha = pack_bytes(bundle.path)
             packed.append((ray.put(tar), sha))
         failures += [f"{t}: not measured — no node of the Ray cluster advertises it" for t in cluster.missing]
-        queue: dict[str, deque[tuple[int, int]]] = {t: deque() for t in cluster.targets}  # (bundle index, attempt)
+        total = 0
         for i, bundle in enumerate(bundles):
             for t in dict.fromkeys(t for t, _ in bundle.variants):
-                if t in queue:
-                    queue[t].append((i, 1))
-        capacity, in_flight = cluster.capacity(), {t: 0 for t in cluster.targets}
-        pending: dict[Any, tuple[int, str, int]] = {}
+                if t in cluster.targets:
+                    scheduler.submit(t, (i, t), (packed[i][0], packed[i][1], bundle.path.name, t, shared_inputs,
+                                                 shared_kwargs, task_timeout_s))
+                    total += 1
 
-        def pump() -> None:
-            for t, q in queue.items():
-                while q and in_flight[t] < capacity[t]:
-                    i, attempt = q.popleft()
-                    ref = task.options(resources={t: 1}).remote(packed[i][0], packed[i][1], bundles[i].path.name, t, shared_inputs,
-                                                                 shared_kwargs, task_timeout_s)
-                    pending[ref] = (i, t, attempt)
-                    in_flight[t] += 1
-
-        total = sum(len(q) for q in queue.values())
         try:
             with progress(show_progress) as bar:
                 progress_task = bar.add_task(f"benchmark on Ray ({len(cluster.targets)} targets)", total=total)
-                pump()
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                    for ref in done:
-                        i, t, attempt = pending.pop(ref)
-                        in_flight[t] -= 1
-                        try:
-                            outcome = ray.get(ref)
-                        except ray.exceptions.RayError as exc:
-                            outcome = {"error": _describe(exc, task_timeout_s), "retry": True, "host": None}
-                        if outcome["error"] is not None and outcome["retry"] and attempt <= retries:
-                            queue[t].appendleft((i, attempt + 1))
-                            continue
-                        name = bundles[i].path.name
-                        if outcome["error"] is not None:
-                            failures.append(f"{name} on {t}: failed after {attempt} attempt{'s' if attempt > 1 else ''}"
-                                            f": {outcome['error']}")
-                        else:
-                            results[(i, t)] = outcome
-                        if show_progress:
-                            console.log(f"{name} {t}: " + ("measured on " + outcome["host"] if outcome["error"] is None
-                                                           else "failed"))
-                        bar.advance(progress_task)
-                        _assemble(report, bundles, results, failures, cluster)
-                        if save_to is not None:
-                            report.save(save_to, html=False)
-                    pump()
+
+                def on_result(key: tuple[int, str], outcome: dict, attempt: int, extra: tuple, _: float) -> None:
+                    i, t = key
+                    name = bundles[i].path.name
+                    if outcome["error"] is not None:
+                        failures.append(f"{name} on {t}: failed after {attempt} attempt{'s' if attempt > 1 else ''}"
+                                        f": {outcome['error']}")
+                    else:
+                        results[(i, t)] = outcome
+                    if show_progress:
+                        console.log(f"{name} {t}: " + ("measured on " + outcome["host"] if outcome["error"] is None
+                                                       else "failed"))
+                    bar.advance(progress_task)
+                    _assemble(report, bundles, results, failures, cluster)
+                    if save_to is not None:
+                        report.save(save_to, html=False)
+
+                scheduler.run(on_result)
         except KeyboardInterrupt:
             _assemble(report, bundles, results, failures, cluster)
             _finish(report, budget_pts)

@@ -12,14 +12,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._fleet import CPU_FLAGS, cpu_flags  # re-exported: edgeship.benchmarks.cpu_flags
+from .._fleet import cpu_flags  # re-exported: edgeship.benchmarks.cpu_flags
 from .._progress import progress
-from ..bundle import MANIFEST, Bundle, sha256_file
+from ..bundle.folder import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
-from .latency import measure_latency, measure_streams, peak_rss_mb, reset_peak_rss
-from .metrics import METRICS, PROPORTIONS, Metric, classification_report, get_metric, proportion_interval
+from ..measure.latency import measure_latency, measure_streams, peak_rss_mb, reset_peak_rss
+from ..measure.metrics import METRICS, PROPORTIONS, Metric, classification_report, get_metric, proportion_interval
 from .report import Report, Row
-from .stats import bootstrap_indices, percentile_interval
+from ..measure.stats import bootstrap_indices, percentile_interval
 
 # CPU features that decide which kernels a backend can use (x86: AVX2 / AVX-512 / VNNI / AMX; Arm: dot product)
 
@@ -355,7 +355,7 @@ def _measure(rt, inputs: np.ndarray, raw: np.ndarray, labels: np.ndarray | None,
 
 def environment(threads: int | None = None) -> dict[str, Any]:
     """Where the numbers were measured: CPU and its flags, cores, Python, numpy and backend versions, threads."""
-    from .. import __version__
+    from .._version import __version__
     from ..targets import list_targets
 
     cpu = platform.processor() or platform.machine()

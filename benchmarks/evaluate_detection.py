@@ -11,11 +11,11 @@ import numpy as np
 
 from .._fleet import cpu_flags
 from .._progress import progress
-from ..bundle import MANIFEST, Bundle, sha256_file
+from ..bundle.folder import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
-from .detection import box_agreement, detection_map
+from ..tasks.metrics import box_agreement, detection_map
 from .evaluate import environment
-from .latency import measure_latency
+from ..measure.latency import measure_latency
 from .report import Report, Row
 
 
@@ -37,7 +37,7 @@ def benchmark_detection(
     label, IoU >= 0.5; 2·matched / all boxes); p50/p90/p99 = the model alone on the first image;
     e2e = resize + normalise + inference + decode + NMS + boxes mapped back, on the first image.
     """
-    from ..detection import Detector
+    from ..bundle.detector import Detector
     from ..targets import list_targets
     from ..targets.onnxruntime import ONNXRuntimeRuntime
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BundleIntegrityError, ConfigError
-from .stats import min_runs_for_quantile
+from ..measure.stats import min_runs_for_quantile
 
 if TYPE_CHECKING:
     from .report import Report
@@ -263,7 +263,7 @@ def _check_references(report: "Report", result: GateResult) -> dict[str, Any]:
 
 def _check_coverage(report: "Report", result: GateResult) -> None:
     """Every artifact of a reachable bundle has a measured row, where its target was available to the bench."""
-    from ..bundle import Bundle
+    from ..bundle.folder import Bundle
 
     available = set((report.environment or {}).get("backends") or {})
     chosen = (report.settings or {}).get("targets")
@@ -285,7 +285,7 @@ def _check_coverage(report: "Report", result: GateResult) -> None:
 
 def _check_integrity(report: "Report", gates: Gates, result: GateResult) -> None:
     """Each row carries its bundle's manifest hash; re-hash the manifest and the row's files where reachable."""
-    from ..bundle import MANIFEST, Bundle, sha256_file
+    from ..bundle.folder import MANIFEST, Bundle, sha256_file
 
     manifest_hash: dict[str, str | None] = {}  # bundle path -> current hash (None: not reachable)
     unreachable: set[str] = set()

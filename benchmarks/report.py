@@ -264,7 +264,7 @@ class Report:
             if len(raw) > MAX_REPORT_BYTES:
                 raise ConfigError(f"report {path} is {len(raw)} bytes; reports are at most {MAX_REPORT_BYTES}")
             if public_key is not None:
-                from ..signing import verify_manifest
+                from ..bundle.signing import verify_manifest
 
                 sig = path.with_name(path.name + ".sig")
                 verify_manifest(raw, sig.read_bytes() if sig.is_file() else None, public_key,
@@ -299,7 +299,7 @@ class Report:
             texts.append(("report.html", self.to_html(gate_result)))
         signature = None
         if sign_key is not None:
-            from ..signing import sign_manifest
+            from ..bundle.signing import sign_manifest
 
             signature = sign_manifest(texts[0][1].encode("utf-8"), sign_key)
         sig_path = folder / "report.json.sig"

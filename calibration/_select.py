@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..errors import ConfigError
-from .preprocess import resize_bilinear
+from ..preprocess import resize_bilinear
 
 if TYPE_CHECKING:
     from ..spec import InputSpec

@@ -19,7 +19,7 @@ from ..errors import ConfigError, MissingDependencyError
 from ..spec import shape_matches
 from ._select import Embed, cheap_embedding, k_center, resolve_selection, stratified_quotas, user_embedding
 from ._set import CalibrationSet
-from .preprocess import to_channels
+from ..preprocess import to_channels
 
 if TYPE_CHECKING:
     from ..spec import InputSpec
@@ -573,7 +573,7 @@ def _pillow() -> Any:
 
 def _decode_image(image_module: Any, path: Path, channels: int) -> np.ndarray:
     """A file -> (H, W, channels) uint8 (first frame of multi-frame files; 16-bit gray -> its high byte)."""
-    from .preprocess import MAX_IMAGE_PIXELS
+    from ..preprocess import MAX_IMAGE_PIXELS
 
     with image_module.open(path) as img:  # the header only: the size is known before anything is decoded
         if img.width * img.height > MAX_IMAGE_PIXELS:

@@ -6,11 +6,12 @@ and prove each release with an accuracy-vs-latency report.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from .accuracy import sensitivity
-from .bundle import Bundle, load, open_bundle
-from .compress import compress
+from .build.accuracy import sensitivity
+from .bundle.folder import Bundle, open_bundle
+from .build.compress import compress
+from .device.choice import load
 from .errors import (
     AccuracyBudgetError,
     BundleIntegrityError,
@@ -25,12 +26,12 @@ from .errors import (
     TuneBudgetError,
     UnknownTargetError,
 )
-from .prune import Prune
-from .recipe import Recipe
+from .build.prune import Prune
+from .build.recipe import Recipe
 from .spec import InputSpec, Preprocess
 from .targets import Runtime, get_target, list_targets
 from .benchmarks import Report, benchmark
-from .tune import Budget, SearchSpace, tune
+from .tune.sweep import Budget, SearchSpace, tune
 
 __all__ = [
     "__version__",

@@ -164,7 +164,7 @@ def _metric(text: str):
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.suite:
-        from .benchmarks.core import run_core_suite
+        from .benchmarks.suites.core import run_core_suite
 
         run_core_suite(runs=args.runs, threads=args.threads or 2, out=args.report)
         return 0
@@ -220,7 +220,7 @@ def _single_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]] | 
 def _cmd_gate(args: argparse.Namespace) -> int:
     from .benchmarks import Gates, Report, Tolerance
 
-    from .signing import configured_public_key
+    from .bundle.signing import configured_public_key
 
     if args.require_bundles and args.allow_missing_bundles:
         raise ConfigError("--require-bundles and --allow-missing-bundles contradict each other")
@@ -243,7 +243,7 @@ def _cmd_gate(args: argparse.Namespace) -> int:
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
     import json
 
-    from .accuracy import sensitivity
+    from .build.accuracy import sensitivity
 
     calib = _load_array_file(args.calib, "calibration")[0]
     x_val, y_val = _load_array_file(args.data, "validation")
@@ -316,7 +316,7 @@ def _option_product(parsed: dict[str, dict[str, list[Any]]]) -> dict[str, tuple[
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.digits import run_demo
 
     run_demo(args.out, cache_dir=args.cache, runs=args.runs, threads=args.threads)
     return 0
@@ -332,7 +332,7 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 # -- deploy: keys, archives, install/rollback, serving, streams --------------------------------------
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from .signing import fingerprint, generate_keypair, load_public_key
+    from .bundle.signing import fingerprint, generate_keypair, load_public_key
 
     private, public = generate_keypair(args.output, args.public)
     print(f"wrote {private} (private: keep it on the build machine) and {public} (public: ship it to devices); "
@@ -341,10 +341,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from .archive import pack
+    from .bundle.archive import pack
 
     if args.release is not None:
-        from .deploy import set_release
+        from .device.deploy import set_release
 
         set_release(args.bundle, args.release, name=args.release_name)  # signed below, with the archive
     out = pack(args.bundle, args.output, sign_key=args.sign)
@@ -353,14 +353,14 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace):
-    from .archive import ArchiveLimits
+    from .bundle.archive import ArchiveLimits
 
     return ArchiveLimits(max_bytes=int(args.max_size_mb * (1 << 20)), max_members=args.max_members)
 
 
 def _cmd_unpack(args: argparse.Namespace) -> int:
-    from .archive import unpack
-    from .signing import configured_public_key
+    from .bundle.archive import unpack
+    from .bundle.signing import configured_public_key
 
     bundle = unpack(args.archive, args.output, public_key=configured_public_key(args.verify), limits=_limits(args))
     print(f"unpacked {bundle.path}: {', '.join(f'{t} {p}' for t, p in bundle.variants)}")
@@ -368,7 +368,7 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from .deploy import install
+    from .device.deploy import install
 
     done = install(args.archive, args.into, public_key=args.verify, keep=args.keep, name=args.name,
                    limits=_limits(args), allow_degraded=args.allow_degraded, allow_downgrade=args.allow_downgrade)
@@ -384,10 +384,11 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """`verify`: exit 0 when every artifact that ran passes its self-test, 1 when one fails (2: bad input)."""
-    from .benchmarks import cpu_flags
-    from .bundle import Bundle
-    from .selftest import all_passed, describe_cpu, print_results
-    from .signing import configured_public_key
+    from ._fleet import cpu_flags
+    from .bundle.folder import Bundle
+    from .bundle.selftest import all_passed, print_results
+    from .device.choice import describe_cpu
+    from .bundle.signing import configured_public_key
 
     bundle = Bundle.open(args.bundle, public_key=configured_public_key(args.public_key))
     results = bundle.verify_outputs(args.target, args.precision, threads=args.threads)
@@ -402,14 +403,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .selftest import print_info
+    from .device.choice import print_info
 
     print_info(args.path)
     return 0
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from .deploy import rollback
+    from .device.deploy import rollback
 
     done = rollback(args.into)
     print(f"rolled back: {args.into}/current -> {done.version}")
@@ -417,8 +418,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from .deploy import set_postprocess
-    from .postprocess import Postprocess
+    from .device.deploy import set_postprocess
+    from .tasks.postprocess import Postprocess
 
     labels = None
     if args.labels:
@@ -435,7 +436,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from .serve import API_KEY_ENV, serve
+    from .device.serve import API_KEY_ENV, serve
 
     api_key = os.environ.get(API_KEY_ENV) or None
     if args.api_key_file:
@@ -454,7 +455,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_stream(args: argparse.Namespace) -> int:
     import json
 
-    from .stream import run_stream
+    from .device.stream import run_stream
 
     options = {"threads": args.threads} if args.threads else {}
     stats = run_stream(args.path, args.source, args.out, target=args.target, precision=args.precision,

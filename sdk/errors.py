@@ -102,3 +102,7 @@ class SelfTestError(BundleIntegrityError):
 
 class RuntimeStateError(EdgeshipError, RuntimeError):
     """A Runtime was used in a state that does not allow it (e.g. after close())."""
+
+
+class TransferError(EdgeshipError):
+    """Bundle bytes that arrived over the cluster do not hash to what was sent (another attempt may pass)."""

@@ -30,7 +30,7 @@ class Preprocess:
     ``resize``: "none" (images already have the spec's size), "imagenet" (resize the shorter side to
     ``round(side / crop_fraction)``, then centre-crop), "letterbox" (keep the aspect, fit inside,
     pad centred), "stretch" (resize to H x W, aspect not kept). Bilinear, antialiased when shrinking
-    (see :mod:`edgeship.calibration.preprocess`). edgeship's image sources (folders, video) deliver
+    (see :mod:`edgeship.preprocess`). edgeship's image sources (folders, video) deliver
     RGB; set ``reverse_channels`` for a model trained on BGR.
     """
 
@@ -137,7 +137,7 @@ class InputSpec:
 
     def apply_preprocess(self, raw: np.ndarray) -> np.ndarray:
         """Turn raw images into the model's input tensor (see :class:`Preprocess`)."""
-        from .calibration.preprocess import apply_preprocess
+        from .preprocess import apply_preprocess
 
         return apply_preprocess(raw, self)
 

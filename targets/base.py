@@ -26,7 +26,7 @@ from ..spec import shape_matches
 
 if TYPE_CHECKING:
     from .._fleet import Fleet
-    from ..accuracy import AccuracyControl
+    from ..build.accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from .._fidelity import agreement as _agreement, agrees as _agrees, significantly_worse as _significantly_worse
+from ..measure.fidelity import agreement as _agreement, agrees as _agrees, significantly_worse as _significantly_worse
 from .._fleet import Fleet, fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
@@ -28,7 +28,7 @@ from .base import Artifact, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
-    from ..accuracy import AccuracyControl
+    from ..build.accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
@@ -266,7 +266,7 @@ class StaticQuantizer:
             self.flavour = "u8s8"
             reason = f"every declared CPU ({fleet.describe()}) accumulates INT8 products in 32 bits: full-range U8S8"
         else:
-            from ..benchmarks.latency import measure_latency  # a measuring helper, not orchestration
+            from ..measure.latency import measure_latency  # a measuring helper, not orchestration
 
             reference = _predict(_session(self._src), self._spec.name, x)
             measured, hits = [], {}
@@ -314,22 +314,18 @@ class StaticQuantizer:
 
     def sensitivity(self, control: "AccuracyControl", progress_cb: Any = None) -> list[dict[str, Any]]:
         """Each quantizable layer quantized alone: output error and metric drop, worst first."""
-        from ..accuracy import fill_reference, layer_sensitivity
-
-        fill_reference(control, self._src, self._spec)
-        return layer_sensitivity(self.layers(), lambda layer: self._predictor(only=[layer]), control, progress_cb)
+        control.fill_reference(self._src, self._spec)
+        return control.layer_sensitivity(self.layers(), lambda layer: self._predictor(only=[layer]), progress_cb)
 
     def quantize_within_budget(self, dst: Path, control: "AccuracyControl") -> dict[str, Any]:
         """Quantize everything; if the drop is over budget, rank layers and keep the worst in FP."""
-        from ..accuracy import fill_reference, fp_fallback
-
-        fill_reference(control, self._src, self._spec)
+        control.fill_reference(self._src, self._spec)
         full = control.score(control.predict(self._predictor()))
         fp_layers: list[str] = []
         extra: dict[str, Any] = {"full_int8_drop_pts": control.drop_pts(full)}
         if control.drop_pts(full) > control.max_drop + 1e-9:
             ranking = self.sensitivity(control)
-            fp_layers, _, trials = fp_fallback([r["layer"] for r in ranking], lambda ex: self._predictor(exclude=ex), control)
+            fp_layers, _, trials = control.fp_fallback([r["layer"] for r in ranking], lambda ex: self._predictor(exclude=ex))
             extra.update(sensitivity=ranking, trials=trials)
         self.quantize(dst, exclude=fp_layers)
         session = _session(dst)  # measure the very file that goes into the bundle

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .._fidelity import significantly_worse
+from ..measure.fidelity import significantly_worse
 from .._fleet import Fleet, fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
@@ -19,7 +19,7 @@ from .base import Artifact, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
-    from ..accuracy import AccuracyControl
+    from ..build.accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
@@ -129,9 +129,7 @@ class OpenVINOCPU(Target):
                 if accuracy is None:
                     model = chosen if chosen is not None else quantize(method)
                 else:
-                    from ..accuracy import fill_reference
-
-                    fill_reference(accuracy, onnx_path, spec)
+                    accuracy.fill_reference(onnx_path, spec)
                     model = _quantize_with_accuracy_control(nncf, model, calibration, accuracy, ignored, advanced)
             except Exception as exc:
                 raise CompileError(f"NNCF quantization for openvino-cpu failed: {exc}") from exc
@@ -273,7 +271,7 @@ class OpenVINORuntime(Runtime):
     ``share_outputs=False`` copies the outputs so a result never aliases a request's buffers.
 
     A pool rather than one request under a lock, by measurement (``python -m
-    edgeship.benchmarks.runtime_threads``, digits CNN FP32 batch 1, ~0.12 ms a run, 2-core AVX-512 VM):
+    edgeship.benchmarks.suites.runtime_threads``, digits CNN FP32 batch 1, ~0.12 ms a run, 2-core AVX-512 VM):
     for one thread the guard alone costs under 0.6 µs a call either way (pool 0.1-0.2, lock 0.3-0.55;
     < 0.5 % of a run) and whole runs were within run-to-run noise (pool/lock 0.84-1.49 over 4 runs);
     for 4 threads the pool gave 1.1-1.25x the runs/s under the LATENCY hint and 1.8-2.4x under

@@ -29,7 +29,7 @@ from .base import Artifact, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
-    from ..accuracy import AccuracyControl
+    from ..build.accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 

@@ -109,7 +109,7 @@ def small_cnn():
 @pytest.fixture(scope="session")
 def small_onnx(tmp_path_factory, small_cnn) -> Path:
     """The small CNN exported once to ONNX (dynamic batch), for tests that start from a file."""
-    from edgeship.export import export_onnx
+    from edgeship.build.export import export_onnx
 
     path = tmp_path_factory.mktemp("small-onnx") / "small.onnx"
     export_onnx(small_cnn, SMALL_SPEC, path)
@@ -181,7 +181,7 @@ DIGIT_LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory) -> dict[str, Path]:
     """Two Ed25519 key pairs as PEM files: 'private'/'public' and another pair 'other_private'/'other_public'."""
-    from edgeship.signing import generate_keypair
+    from edgeship.bundle.signing import generate_keypair
 
     folder = tmp_path_factory.mktemp("keys")
     private, public = generate_keypair(folder / "key.pem")
@@ -192,8 +192,8 @@ def signing_keys(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def labelled_bundle(digits_bundle, tmp_path_factory) -> Path:
     """The digits bundle with labels and softmax/top-3 postprocessing in its manifest. Read-only."""
-    from edgeship.deploy import set_postprocess
-    from edgeship.postprocess import Postprocess
+    from edgeship.device.deploy import set_postprocess
+    from edgeship.tasks.postprocess import Postprocess
 
     dst = tmp_path_factory.mktemp("labelled") / "digits.edgeship"
     shutil.copytree(digits_bundle.path, dst)

@@ -17,8 +17,8 @@ import pytest
 
 import edgeship
 from edgeship import AccuracyBudgetError, ConfigError, Recipe
-from edgeship.accuracy import AccuracyControl, fp_fallback
-from edgeship.demo import DIGITS_SPEC
+from edgeship.build.accuracy import AccuracyControl, fp_fallback
+from edgeship.demo.digits import DIGITS_SPEC
 
 torch = pytest.importorskip("torch")
 
@@ -160,7 +160,7 @@ def test_fp_fallback_says_when_no_mix_meets_the_budget():
 def test_cli_sensitivity_and_max_drop(outlier_model, split, tmp_path):
     x_train, validation, _ = split
     onnx_path = tmp_path / "outlier.onnx"
-    from edgeship.export import export_onnx
+    from edgeship.build.export import export_onnx
 
     export_onnx(outlier_model, DIGITS_SPEC, onnx_path)
     np.save(tmp_path / "calib.npy", DIGITS_SPEC.apply_preprocess(x_train[:200]))

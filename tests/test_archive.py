@@ -10,7 +10,7 @@ import pytest
 
 import edgeship
 from edgeship import BundleIntegrityError, ConfigError
-from edgeship.archive import ArchiveLimits, pack, unpack
+from edgeship.bundle.archive import ArchiveLimits, pack, unpack
 
 from archive_support import entries, folder_members, read_tar, special, write_tar
 from conftest import DIGIT_LABELS

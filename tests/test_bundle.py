@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 import edgeship
 from edgeship import BundleIntegrityError, CompileError, ConfigError, InputSpec, demo
-from edgeship.bundle import MANIFEST, SCHEMA_VERSION
+from edgeship.bundle.folder import MANIFEST, SCHEMA_VERSION
 from edgeship.calibration import collect
 
 from conftest import CPU_TARGETS, SMALL_SPEC

@@ -16,11 +16,11 @@ import pytest
 
 import edgeship
 from edgeship import BundleIntegrityError, ConfigError
-from edgeship.archive import pack
+from edgeship.bundle.archive import pack
 from edgeship.cli import main
-from edgeship.deploy import current, history, install, rollback, set_postprocess
-from edgeship.postprocess import Postprocess
-from edgeship.signing import PUBLIC_KEY_ENV
+from edgeship.device.deploy import current, history, install, rollback, set_postprocess
+from edgeship.tasks.postprocess import Postprocess
+from edgeship.bundle.signing import PUBLIC_KEY_ENV
 
 from archive_support import read_tar, write_tar
 from conftest import BLOCK_COMPRESS_EXTRAS, DIGIT_LABELS, run_python
@@ -218,8 +218,8 @@ def test_device_without_torch_unpacks_installs_loads_and_runs(releases, signing_
 import json, sys
 import numpy as np
 import edgeship
-from edgeship.archive import unpack
-from edgeship.deploy import install
+from edgeship.bundle.archive import unpack
+from edgeship.device.deploy import install
 key = {str(signing_keys["public"])!r}
 bundle = unpack({str(releases["v1"])!r}, {str(tmp_path / "unpacked")!r}, public_key=key)
 done = install({str(releases["v2"])!r}, {str(tmp_path / "root")!r}, public_key=key)

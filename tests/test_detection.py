@@ -12,7 +12,9 @@ import pytest
 
 import edgeship
 from edgeship import ConfigError, InputSpec, Preprocess, Recipe
-from edgeship.detection import Detector, batched_nms, box_parity, decode_boxes, head_layers, postprocess, prepare_detector
+from edgeship.bundle.detector import Detector
+from edgeship.tasks.detection import (batched_nms, box_parity, decode_boxes, head_layers, postprocess,
+                                      prepare_detector)
 
 torch = pytest.importorskip("torch")
 D = pytest.importorskip("torchvision.models.detection")
@@ -202,7 +204,7 @@ def test_benchmark_detection_reports_map_agreement_and_latency(ssd_bundle):
     """mAP against ground truth = the FP32 graph's own boxes: the FP32 rows score ~100, INT8 rows are judged
     by how many of those boxes they keep."""
     from edgeship.benchmarks import benchmark_detection
-    from edgeship.detection import Detector
+    from edgeship.bundle.detector import Detector
 
     _, bundle = ssd_bundle
     images = _blocky_images(4, 480, 640, seed=5)
@@ -238,7 +240,7 @@ def test_serve_answers_with_the_detectors_boxes_in_the_images_pixels(ssd_bundle)
     import urllib.error
     import urllib.request
 
-    from edgeship.serve import ModelServer
+    from edgeship.device.serve import ModelServer
 
     _, bundle = ssd_bundle
     image = _blocky_images(1, 480, 640, seed=7)[0]
@@ -282,7 +284,7 @@ def _npy(array: np.ndarray) -> bytes:
 def test_stream_writes_the_detectors_boxes_per_frame(ssd_bundle, tmp_path):
     """Frames of a video through run_stream: each line holds the detections the Detector finds on that frame."""
     cv2 = pytest.importorskip("cv2")
-    from edgeship.stream import run_stream
+    from edgeship.device.stream import run_stream
 
     _, bundle = ssd_bundle
     path = tmp_path / "line.avi"

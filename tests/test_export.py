@@ -13,7 +13,7 @@ from torch import nn
 
 import edgeship
 from edgeship import CompileError, ConfigError, EdgeshipError, InputSpec
-from edgeship.export import OPSET, export_onnx
+from edgeship.build.export import OPSET, export_onnx
 
 from conftest import SMALL_SPEC, build_small_cnn, torch_forward
 

@@ -74,7 +74,7 @@ def test_every_cpu_class_is_described():
 
 
 def test_a_flavour_is_worse_only_when_the_paired_difference_is_significant():
-    from edgeship._fidelity import significantly_worse as _significantly_worse
+    from edgeship.measure.fidelity import significantly_worse as _significantly_worse
 
     best = np.ones(256, bool)
     two_off = best.copy()

@@ -26,8 +26,8 @@ def test_import_edgeship_loads_no_backend_and_no_torch():
     result = run_python(f"""
         import sys, json
         import edgeship
-        import edgeship.targets, edgeship.calibration, edgeship.benchmarks, edgeship.demo, edgeship.export
-        import edgeship.serve
+        import edgeship.targets, edgeship.calibration, edgeship.benchmarks, edgeship.demo, edgeship.build.export
+        import edgeship.device.serve
         print(json.dumps({{"loaded": {loaded()}}}))
     """)
     assert result["loaded"] == []
@@ -39,8 +39,8 @@ def test_import_edgeship_needs_no_posix_only_module():
         import json, sys
         for name in ("fcntl", "resource", "pwd", "grp", "termios"):
             sys.modules[name] = None  # import of it raises ImportError, as on Windows
-        import edgeship, edgeship.benchmarks, edgeship.calibration, edgeship.deploy, edgeship.serve
-        print(json.dumps({"ok": True, "peak_rss": edgeship.benchmarks.latency.peak_rss_mb()}))
+        import edgeship, edgeship.benchmarks, edgeship.calibration, edgeship.device.deploy, edgeship.device.serve
+        print(json.dumps({"ok": True, "peak_rss": edgeship.measure.latency.peak_rss_mb()}))
     """)
     assert result == {"ok": True, "peak_rss": None}
 

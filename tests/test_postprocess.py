@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeship import ConfigError, InputValidationError
-from edgeship.postprocess import Postprocess, read_labels
+from edgeship.tasks.postprocess import Postprocess, read_labels
 
 
 def test_softmax_top_k_with_labels():

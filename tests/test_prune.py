@@ -7,8 +7,8 @@ import pytest
 
 import edgeship
 from edgeship import ConfigError, Prune, Recipe
-from edgeship.demo import DIGITS_SPEC
-from edgeship.prune import count_macs_params, distill, output_layers, prune_model
+from edgeship.demo.digits import DIGITS_SPEC
+from edgeship.build.prune import count_macs_params, distill, output_layers, prune_model
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

@@ -11,8 +11,9 @@ import pytest
 
 import edgeship
 from edgeship import ConfigError, InputSpec, Prune, Recipe
-from edgeship.detection import Detector, box_parity, postprocess, prepare_detector
-from edgeship.prune import _reestimate_batchnorm, distill, model_fingerprint, prune_model
+from edgeship.bundle.detector import Detector
+from edgeship.tasks.detection import box_parity, postprocess, prepare_detector
+from edgeship.build.prune import _reestimate_batchnorm, distill, model_fingerprint, prune_model
 
 torch = pytest.importorskip("torch")
 D = pytest.importorskip("torchvision.models.detection")

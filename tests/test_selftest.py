@@ -21,13 +21,14 @@ import numpy as np
 import pytest
 
 import edgeship
+import edgeship.device.choice
 from edgeship import BundleIntegrityError, ConfigError, Recipe, SelfTestError
-from edgeship.archive import pack
-from edgeship.bundle import sha256_file
+from edgeship.bundle.archive import pack
+from edgeship.bundle.folder import sha256_file
 from edgeship.cli import main
-from edgeship.deploy import current, degraded, history, install
-from edgeship.selftest import (CHOICE_FILE, Candidate, all_passed, cached_choice, describe_cpu, read_choices,
-                               select_golden, select_variant)
+from edgeship.device.deploy import current, degraded, history, install
+from edgeship.bundle.selftest import all_passed, select_golden
+from edgeship.device.choice import CHOICE_FILE, Candidate, cached_choice, describe_cpu, read_choices, select_variant
 
 from conftest import SMALL_SPEC
 
@@ -77,7 +78,7 @@ def test_manifest_holds_the_golden_files_hashed(digits_bundle):
 
 
 def test_the_archive_carries_the_self_test(digits_bundle, tmp_path):
-    from edgeship.archive import unpack
+    from edgeship.bundle.archive import unpack
 
     bundle = unpack(pack(digits_bundle, tmp_path / "d.tar"), tmp_path / "unpacked")
     assert (bundle.path / "selftest" / "inputs.npy").is_file()
@@ -235,14 +236,14 @@ def test_install_refuses_a_failing_self_test_and_keeps_the_old_version(digits_bu
     with pytest.warns(UserWarning, match="installed degraded"):
         with edgeship.load(root) as rt:  # recorded degraded: it runs, with a warning
             assert rt.target in ("openvino-cpu", "onnxruntime-cpu")
-    edgeship.deploy.rollback(root)
+    edgeship.device.deploy.rollback(root)
     assert degraded(root) == {}  # the mark leaves with the version
 
 
 def test_serve_refuses_a_failing_artifact_at_start_and_on_reload(digits_bundle, bundle_copy, tmp_path):
     pytest.importorskip("uvicorn")
-    from edgeship.deploy import _switch
-    from edgeship.serve import ModelServer
+    from edgeship.device.deploy import _switch
+    from edgeship.device.serve import ModelServer
 
     break_reference(bundle_copy)
     with pytest.raises(SelfTestError, match="fails its self-test"):
@@ -337,7 +338,7 @@ def test_the_cached_choice_is_measured_again_when_its_key_changes(digits_bundle,
     assert not again.cached and again.key["backends"]["openvino-cpu"] != "openvino 2000.0"
     assert cached_choice(root, bundle).cached  # and cached again
     # other CPU flags (the install root moved to another box)
-    monkeypatch.setattr(edgeship.benchmarks, "cpu_flags", lambda: ["sse4_2", "avx", "avx2"])
+    monkeypatch.setattr(edgeship.device.choice, "cpu_flags", lambda: ["sse4_2", "avx", "avx2"])
     moved = cached_choice(root, bundle)
     assert not moved.cached and moved.key["cpu_flags"] == ["sse4_2", "avx", "avx2"]
     assert moved.reason.startswith("this device (avx2, no vnni): ")
@@ -358,7 +359,7 @@ def test_load_auto_on_a_bundle_folder_chooses_among_the_preferred_targets_precis
 _EMULATED = textwrap.dedent("""
     import json, sys
     import edgeship
-    from edgeship.selftest import verify_bundle
+    from edgeship.bundle.selftest import verify_bundle
     out = []
     for path in sys.argv[1:]:
         out += [[path, r.target, r.precision, r.status, r.agreement, r.reason]

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 import edgeship
-from edgeship.archive import pack
-from edgeship.deploy import install, rollback
-from edgeship.postprocess import Postprocess
-from edgeship.serve import ModelServer
+from edgeship.bundle.archive import pack
+from edgeship.device.deploy import install, rollback
+from edgeship.tasks.postprocess import Postprocess
+from edgeship.device.serve import ModelServer
 from edgeship.targets import get_target_class
 
 from conftest import DIGIT_LABELS
@@ -230,7 +230,7 @@ def test_concurrent_load_is_bounded(labelled_bundle, expected):
 
 def test_hot_reload_follows_current(labelled_bundle, bundle_copy, tmp_path, expected):
     v1 = pack(labelled_bundle, tmp_path / "line3-v1.edgeship.tar")
-    edgeship.deploy.set_postprocess(bundle_copy, labels=[f"v2-{x}" for x in DIGIT_LABELS], postprocess=Postprocess(top_k=1))
+    edgeship.device.deploy.set_postprocess(bundle_copy, labels=[f"v2-{x}" for x in DIGIT_LABELS], postprocess=Postprocess(top_k=1))
     v2 = pack(bundle_copy, tmp_path / "line3-v2.edgeship.tar")
     root = tmp_path / "line3"
     first = install(v1, root)

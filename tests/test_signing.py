@@ -9,8 +9,8 @@ import pytest
 
 import edgeship
 from edgeship import BundleIntegrityError, ConfigError
-from edgeship.archive import pack, unpack
-from edgeship.signing import PUBLIC_KEY_ENV, SIGNATURE_FILE, fingerprint, generate_keypair, load_public_key
+from edgeship.bundle.archive import pack, unpack
+from edgeship.bundle.signing import PUBLIC_KEY_ENV, SIGNATURE_FILE, fingerprint, generate_keypair, load_public_key
 
 from archive_support import entries, read_tar, write_tar
 

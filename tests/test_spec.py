@@ -270,7 +270,7 @@ def test_imagenet_preset_matches_torchvision_resize_and_center_crop():
 
 
 def test_center_crop_geometry():
-    from edgeship.calibration.preprocess import center_crop_geometry
+    from edgeship.preprocess import center_crop_geometry
 
     assert center_crop_geometry(480, 640, 224, 224, 0.875) == (256, 341, 16, 58)  # torchvision: 341 wide, left 58
     assert center_crop_geometry(640, 480, 224, 224, 0.875) == (341, 256, 58, 16)

@@ -13,7 +13,7 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'e
 import edgeship  # noqa: E402
 from edgeship import ConfigError  # noqa: E402
 from edgeship.cli import main  # noqa: E402
-from edgeship.stream import run_stream  # noqa: E402
+from edgeship.device.stream import run_stream  # noqa: E402
 
 from conftest import BLOCK_COMPRESS_EXTRAS, DIGIT_LABELS, run_python  # noqa: E402
 
@@ -117,7 +117,7 @@ def test_cli_stream(labelled_bundle, video, tmp_path, capsys):
 def test_without_opencv_the_error_names_the_extra(labelled_bundle, video, tmp_path):
     result = run_python(BLOCK_COMPRESS_EXTRAS.replace('"sklearn"}', '"sklearn", "cv2"}') + f"""
 import json
-from edgeship.stream import run_stream
+from edgeship.device.stream import run_stream
 from edgeship import MissingDependencyError
 try:
     run_stream({str(labelled_bundle)!r}, {str(video)!r}, {str(tmp_path / "o.jsonl")!r})

@@ -16,9 +16,9 @@ import pytest
 import edgeship
 from edgeship import ConfigError
 from edgeship.benchmarks import box_agreement, detection_map
-from edgeship.detection import Detector
-from edgeship.synthetic import (SceneConfig, TrainConfig, build_detector, detector_spec, digit_glyphs, make_scenes,
-                                train_detector, weights_path)
+from edgeship.bundle.detector import Detector
+from edgeship.demo.synthetic import (SceneConfig, TrainConfig, build_detector, detector_spec, digit_glyphs,
+    make_scenes, train_detector, weights_path)
 
 pytest.importorskip("sklearn")
 

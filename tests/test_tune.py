@@ -15,7 +15,7 @@ import pytest
 import edgeship
 from edgeship import Budget, Prune, SearchSpace, TuneBudgetError, demo
 from edgeship.benchmarks import Report
-from edgeship.tune import Candidate, Trial, select
+from edgeship.tune.sweep import Candidate, Trial, select
 
 from conftest import interrupt_cli
 
@@ -249,7 +249,7 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_d
     finished trials cached, the report saved as incomplete, no best bundle; the re-run does only the rest.
     """
     from edgeship.cli import main
-    from edgeship.export import export_onnx
+    from edgeship.build.export import export_onnx
 
     export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
     np.save(tmp_path / "calib.npy", digits_data[0][:200])
@@ -272,7 +272,7 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_d
 def test_cli_tune_onnx_model_with_accuracy_aware_fallback(digits_model, digits_data, tmp_path, capsys):
     """`edgeship tune` on an .onnx file: FP32 and INT8 with FP fallback, the chosen bundle and report written."""
     from edgeship.cli import main
-    from edgeship.export import export_onnx
+    from edgeship.build.export import export_onnx
 
     export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
     x_train, _, x_test, y_test = digits_data
@@ -303,7 +303,7 @@ def test_cli_tune_onnx_model_with_accuracy_aware_fallback(digits_model, digits_d
 
 def test_cli_tune_sweeps_runtime_options(digits_model, digits_data, tmp_path, capsys):
     from edgeship.cli import main
-    from edgeship.export import export_onnx
+    from edgeship.build.export import export_onnx
 
     export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
     np.save(tmp_path / "calib.npy", digits_data[0][:100])
@@ -323,7 +323,8 @@ def test_cli_tune_sweeps_runtime_options(digits_model, digits_data, tmp_path, ca
 
 # -- the transfer check and bad input -------------------------------------------------------------------
 def test_bundle_bytes_are_checked_by_sha256_before_they_are_cached(digits_bundle, tmp_path):
-    from edgeship._cache import TrialCache, pack_bytes
+    from edgeship.bundle.archive import pack_bytes
+    from edgeship.tune.cache import TrialCache
 
     cache = TrialCache(tmp_path)
     data, sha = pack_bytes(digits_bundle.path)

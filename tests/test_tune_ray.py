@@ -246,7 +246,7 @@ def test_ctrl_c_on_a_ray_sweep_keeps_finished_trials(digits_model, digits_data, 
 
     import numpy as np
 
-    from edgeship.export import export_onnx
+    from edgeship.build.export import export_onnx
 
     export_onnx(digits_model, demo.DIGITS_SPEC, tmp_path / "digits.onnx")
     np.save(tmp_path / "calib.npy", digits_data[0][:200])

@@ -12,7 +12,7 @@ import edgeship
 from edgeship import Report
 from edgeship.benchmarks import Gates, classification_report, top1
 from edgeship.benchmarks.evaluate import cpu_flags
-from edgeship.bundle import sha256_file
+from edgeship.bundle.folder import sha256_file
 
 
 @pytest.fixture(scope="module")

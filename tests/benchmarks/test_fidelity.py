@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgeship import ConfigError
-from edgeship.benchmarks import fidelity
+from edgeship.benchmarks.suites import fidelity
 from edgeship.targets import get_target_class
 from edgeship.targets.onnxruntime import FLEET_SAFE_FLAVOURS
 

@@ -35,7 +35,7 @@ def codes(result: CheckResult) -> dict[str, str]:
 def gray_photo_crops():
     """180 gray 32x32 crops of the three RGB photos, as raw uint8 NHWC."""
     from edgeship.calibration import resize_bilinear
-    from edgeship.calibration.preprocess import to_channels
+    from edgeship.preprocess import to_channels
 
     out = []
     for i, image in enumerate(photos()[k] for k in ("astronaut", "coffee", "chelsea")):

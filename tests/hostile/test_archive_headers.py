@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from edgeship.archive import unpack
+from edgeship.bundle.archive import unpack
 from edgeship.errors import BundleIntegrityError
 
 from archive_support import folder_members

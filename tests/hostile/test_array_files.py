@@ -15,7 +15,7 @@ import pytest
 
 from edgeship._arrays import load_array_file, load_xy
 from edgeship.calibration import collect
-from edgeship.demo import DIGITS_SPEC
+from edgeship.demo.digits import DIGITS_SPEC
 from edgeship.errors import ConfigError
 
 

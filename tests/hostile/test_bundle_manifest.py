@@ -103,7 +103,7 @@ def test_a_truncated_artifact_with_matching_hashes_is_a_clear_error(bundle_copy,
 @pytest.mark.parametrize("target", ["onnxruntime-cpu", "openvino-cpu"])
 def test_the_backend_runs_the_bytes_that_were_hashed(digits_bundle, bundle_copy, digits_data, target):
     """Swap the INT8 files for the FP32 ones between the hash check and the load: the runtime still runs INT8."""
-    from edgeship.bundle import Bundle, load_entry
+    from edgeship.bundle.folder import Bundle, load_entry
 
     x = digits_data[2][:32]
     with digits_bundle.load(target, "int8") as rt:

@@ -11,7 +11,7 @@ import pytest
 
 import edgeship
 from edgeship.calibration import from_folder
-from edgeship.calibration.preprocess import MAX_IMAGE_PIXELS
+from edgeship.preprocess import MAX_IMAGE_PIXELS
 from edgeship.errors import ConfigError
 
 SPEC = edgeship.InputSpec(shape=(None, 3, 32, 32), preprocess=edgeship.Preprocess.imagenet())

@@ -17,10 +17,10 @@ import pytest
 
 import edgeship
 from edgeship import BundleIntegrityError, ConfigError
-from edgeship import deploy
-from edgeship.archive import pack
+from edgeship.device import deploy
+from edgeship.bundle.archive import pack
 from edgeship.cli import main
-from edgeship.deploy import history, install, set_release
+from edgeship.device.deploy import history, install, set_release
 
 
 @pytest.fixture(scope="module")

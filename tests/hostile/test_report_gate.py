@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edgeship.cli import main
-from edgeship.signing import generate_keypair
+from edgeship.bundle.signing import generate_keypair
 
 
 @pytest.fixture(scope="module")

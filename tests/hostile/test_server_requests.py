@@ -22,7 +22,7 @@ import pytest
 
 from edgeship.cli import main
 from edgeship.errors import ConfigError
-from edgeship.serve import ModelServer
+from edgeship.device.serve import ModelServer
 
 from test_serve import request, running
 

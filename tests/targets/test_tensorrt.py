@@ -8,7 +8,7 @@ import pytest
 
 import edgeship
 from edgeship import MissingDependencyError
-from edgeship.demo import DIGITS_SPEC
+from edgeship.demo.digits import DIGITS_SPEC
 from edgeship.targets import get_target_class
 
 onnx = pytest.importorskip("onnx")

@@ -1,0 +1,372 @@
+"""The verb ``compress``: (prune) -> export -> quantize -> compile for each target -> bundle."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .._version import __version__
+from .._progress import console, progress
+from ..bundle.folder import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
+from ..errors import AccuracyBudgetError, ConfigError, LatencyBudgetError
+from .export import export_onnx, is_onnx_path
+from .._fleet import cpu_flags, fleet
+from .recipe import Recipe
+from ..spec import InputSpec
+
+DEFAULT_TARGETS = ("openvino-cpu", "onnxruntime-cpu")
+
+
+def compress(
+    model: Any,
+    *,
+    input_spec: InputSpec,
+    output: str | os.PathLike,
+    calibration: Any = None,
+    targets: Sequence[str] = DEFAULT_TARGETS,
+    precision: str | Sequence[str] = "int8",
+    recipe: Recipe | None = None,
+    finetune: Callable[[Any], Any] | None = None,
+    validation: tuple[Any, Any] | None = None,
+    metric: str | Callable[[np.ndarray, np.ndarray], float] | None = None,
+    preprocess_calibration: bool = False,
+    show_progress: bool = True,
+) -> Bundle:
+    """Compile ``model`` for every target and precision into one verified bundle at ``output``.
+
+    Args:
+        model: a ``torch.nn.Module`` in eval mode, or a path to an ``.onnx`` file.
+        input_spec: the model input (dynamic dims as None) and its preprocessing.
+        output: the bundle folder to write (atomically; an existing bundle there is replaced).
+        calibration: samples for INT8 (and for Taylor importance / distillation when pruning) —
+            an array (N, ...), a torch Dataset/DataLoader, or an iterable of arrays.
+        targets: registered target names (see ``edgeship.list_targets()``).
+        precision: "fp32", "fp16", "int8", or several of them.
+        recipe: calibration subset size and seed, and pruning (``Recipe(prune=Prune(...))``; a torchvision
+            detector's backbone is pruned, its heads are kept whole).
+        finetune: ``finetune(pruned_model) -> model``, called after pruning (your own training).
+        validation: (inputs, labels) for the accuracy budget ``recipe.max_drop``.
+        metric: overrides ``recipe.metric`` (a name, or ``f(predictions, labels) -> float in [0, 1]``).
+        preprocess_calibration: the calibration (and validation) inputs are raw images; apply the
+            spec's preprocessing.
+    Returns:
+        The written :class:`Bundle`.
+    """
+    from ..calibration import collect
+    from ..targets import get_target
+
+    recipe = recipe or Recipe()
+    precisions = [precision] if isinstance(precision, str) else list(precision)
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if not precisions or not targets:
+        raise ConfigError("compress needs at least one target and one precision")
+    if not isinstance(input_spec, InputSpec):
+        raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(input_spec).__name__}")
+    backends = {name: get_target(name, for_compile=True) for name in targets}  # unknown / missing fail before any work
+    for name, backend in backends.items():
+        for p in precisions:
+            if p not in backend.precisions:
+                raise ConfigError(f"target '{name}' supports precisions {backend.precisions}, got '{p}'")
+    prune_cfg = recipe.prune
+    if prune_cfg is not None and is_onnx_path(model):
+        raise ConfigError("pruning needs the torch model (an nn.Module); an ONNX file cannot be pruned")
+    if _is_detector(model):
+        _detector_size(model, input_spec)
+    if finetune is not None and prune_cfg is None:
+        raise ConfigError("finetune is called after pruning; set recipe=Recipe(prune=Prune(...)) or drop finetune")
+    needs_calib = "int8" in precisions or (
+        prune_cfg is not None and (prune_cfg.importance == "taylor" or prune_cfg.recover == "distill"))
+    calib = None
+    if needs_calib:
+        if calibration is None:
+            raise ConfigError("int8, Taylor importance and distillation need calibration data "
+                              "(an array, a torch Dataset/DataLoader or an iterable)")
+        calib = collect(calibration, input_spec, size=recipe.calibration_size, seed=recipe.seed,
+                        preprocess=preprocess_calibration)
+
+    control = _accuracy_control(recipe, validation, metric, precisions, input_spec, preprocess_calibration)
+    cpus = fleet(recipe.cpus)  # the CPUs INT8 must be exact on
+    calib_check = _check_calibration(calib, input_spec, control)
+    output = Path(output)
+    source_fingerprint = _fingerprint(model)
+    pruning: dict[str, Any] | None = None
+    with atomic_folder(output) as tmp:
+        if prune_cfg is not None:
+            model, pruning = _prune(model, input_spec, prune_cfg, backends, precisions, calib, calibration,
+                                    preprocess_calibration, finetune, show_progress, cpus)
+        with progress(show_progress) as bar:
+            steps = 1 + len(targets) * len(precisions)
+            label = Path(model).name if isinstance(model, (str, Path)) else type(model).__name__
+            task = bar.add_task(f"export {label}", total=steps)
+            spec, exported, head = _export(model, input_spec, tmp / SOURCE_ONNX)
+            source_files = {SOURCE_ONNX: sha256_file(tmp / SOURCE_ONNX)}
+            detection = None
+            if head is not None:
+                detection = {"head": head.to_dict(), "anchors": None,
+                             "postprocessing": "in graph" if head.family == "graph" else "edgeship (numpy)"}
+                if head.anchors is not None:
+                    np.save(tmp / "anchors.npy", head.anchors, allow_pickle=False)
+                    source_files["anchors.npy"] = sha256_file(tmp / "anchors.npy")
+                    detection["anchors"] = "anchors.npy"
+            keep_fp = list(recipe.keep_fp) if recipe.keep_fp is not None else _automatic_keep_fp(tmp / SOURCE_ONNX, head)
+            bar.advance(task)
+            entries = []
+            for name, backend in backends.items():
+                for p in precisions:
+                    bar.update(task, description=f"compile {name} {p}")
+                    rel_dir = Path(name) / p
+                    artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib,
+                                               accuracy=control if p == "int8" else None,
+                                               keep_fp=keep_fp if p == "int8" else (), fleet=cpus,
+                                               calibration_method=recipe.calibration_method)
+                    record = artifact.options.get("accuracy")
+                    if record is not None and not record["met"]:
+                        raise AccuracyBudgetError(
+                            f"{name} int8 loses {record['drop_pts']:.2f} points of {record['metric']} "
+                            f"(budget {record['max_drop_pts']}) even with {len(record['fp_layers'])} layers in FP: "
+                            f"{record['fp_layers']}", record.get("trials", []))
+                    files = {(rel_dir / f).as_posix(): sha256_file(tmp / rel_dir / f) for f in artifact.files}
+                    entries.append({
+                        "target": name,
+                        "precision": p,
+                        "dir": rel_dir.as_posix(),
+                        "files": files,
+                        "backend_versions": artifact.backend_versions,
+                        "options": artifact.options,
+                    })
+                    bar.advance(task)
+        selftest = _selftest(tmp, spec, entries, source_files, head, control, calib, calibration,
+                             preprocess_calibration, recipe)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "edgeship_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "build_host": {"machine": platform.machine(), "python": platform.python_version(),
+                           "cpu_flags": cpu_flags()},
+            "fleet": cpus.to_dict(),
+            "model": label,
+            "source_fingerprint": source_fingerprint,
+            "input_spec": spec.to_dict(),
+            "source": {"file": SOURCE_ONNX, "files": source_files},
+            "task": "detection" if head is not None else "classification",
+            "detection": detection,
+            "recipe": recipe.to_dict(),
+            "calibration": {**calib.summary(), "check": calib_check} if calib is not None else None,
+            "pruning": pruning,
+            "complexity": _complexity(exported, input_spec),
+            "artifacts": entries,
+            "selftest": selftest,
+        }
+        write_manifest(tmp, manifest)
+    return Bundle.open(output)
+
+
+def _selftest(tmp: Path, spec: InputSpec, entries: list[dict[str, Any]], source_files: dict[str, str], head: Any,
+              control: Any, calib: Any, calibration: Any, preprocess: bool, recipe: Recipe) -> dict[str, Any]:
+    """The bundle's self-test (see :mod:`edgeship.bundle.selftest`): golden inputs from the validation data, else the
+    calibration set; the FP32 source's outputs on them; every artifact's result here in its entry."""
+    from ..bundle.folder import load_entry
+    from ..bundle.selftest import build_selftest
+
+    return build_selftest(tmp, spec, entries, source_files, load_entry=load_entry,
+                          task="detection" if head is not None else "classification", head=head,
+                          validation=control.inputs if control is not None else None, calib=calib,
+                          calibration=calibration, preprocess=preprocess, samples=recipe.selftest_samples,
+                          min_agreement=recipe.selftest_min_agreement, seed=recipe.seed)
+
+
+def _export(model: Any, spec: InputSpec, path: Path) -> tuple[InputSpec, Any, Any]:
+    """Export ``model`` (a detector as its dense part) to ``path``: (the spec, what was exported, the detection head)."""
+    exported, head = _detection_export(model, spec)
+    spec = export_onnx(exported, spec, path, output_names=head.outputs if head is not None else None,
+                       check_parity=head is None or head.family != "graph")
+    return spec, exported, head
+
+
+def _detection_export(model: Any, spec: InputSpec) -> tuple[Any, Any]:
+    """(what to export, its detection postprocessing) — a torchvision detector becomes its dense part."""
+    from ..tasks.detection import prepare_detector
+
+    if not _is_detector(model):
+        return model, None
+    return prepare_detector(model, _detector_size(model, spec))
+
+
+def _detector_size(model: Any, spec: InputSpec) -> tuple[int, int]:
+    """The fixed (H, W) a detector runs at, checked against what its export needs."""
+    from ..tasks.detection import detector_family
+
+    if len(spec.shape) != 4 or spec.layout != "NCHW" or spec.shape[2] is None or spec.shape[3] is None:
+        raise ConfigError(f"a detector needs a fixed NCHW input size, e.g. InputSpec(shape=(1, 3, 320, 320)); got {spec.shape}")
+    if detector_family(model) == "rcnn" and spec.shape[0] != 1:
+        raise ConfigError(f"{type(model).__name__} is exported whole (postprocessing in the graph) for one image "
+                          f"at a time; use batch 1 in InputSpec.shape, got {spec.shape}")
+    return spec.shape[2], spec.shape[3]
+
+
+def _is_detector(model: Any) -> bool:
+    from ..tasks.detection import detector_family
+
+    return not is_onnx_path(model) and detector_family(model) is not None
+
+
+def _automatic_keep_fp(onnx_path: Path, head: Any) -> list[str]:
+    """A detector's box and score heads stay in floating point by default."""
+    if head is None or head.family == "graph":
+        return []
+    from ..tasks.detection import head_layers
+
+    return head_layers(onnx_path)
+
+
+def _check_calibration(calib: Any, spec: InputSpec, control: Any) -> dict[str, Any] | None:
+    """Check the calibration set (size, duplicates, value range, drift from the validation data when
+    given); findings are logged and recorded in the manifest, never silently dropped."""
+    if calib is None:
+        return None
+    from ..calibration import check, collect
+
+    against = None
+    if control is not None:
+        against = collect(control.inputs, spec, size=min(1000, len(control.inputs)), seed=0)
+    result = check(calib, against=against, spec=spec)
+    if not result.ok or result.warnings:
+        console.log(f"calibration check:\n{result}")
+    return result.to_dict()
+
+
+def _accuracy_control(recipe: Recipe, validation: Any, metric: Any, precisions: list[str], spec: InputSpec,
+                      raw: bool):
+    """The accuracy budget for INT8, or None when the recipe sets none."""
+    if recipe.max_drop is None:
+        if validation is not None:
+            raise ConfigError("validation data are used for the accuracy budget; set recipe=Recipe(max_drop=...)")
+        return None
+    if "int8" not in precisions:
+        raise ConfigError("Recipe.max_drop budgets INT8 accuracy; add 'int8' to precision")
+    if not (isinstance(validation, tuple) and len(validation) == 2):
+        raise ConfigError("Recipe.max_drop needs validation=(inputs, labels)")
+    from .accuracy import AccuracyControl
+
+    inputs, labels = np.asarray(validation[0]), np.asarray(validation[1])
+    inputs = spec.apply_preprocess(inputs) if raw else np.ascontiguousarray(inputs, dtype=spec.dtype)
+    return AccuracyControl(inputs=inputs, labels=labels, max_drop=float(recipe.max_drop),
+                           metric=metric if metric is not None else recipe.metric)
+
+
+def _complexity(model: Any, spec: InputSpec) -> dict[str, int] | None:
+    """Parameters and MACs of a torch model at batch 1 (None for ONNX input or without torch-pruning)."""
+    from .._lazy import is_installed
+
+    if is_onnx_path(model) or not is_installed("torch_pruning"):
+        return None
+    import torch
+
+    from .prune import count_macs_params
+
+    macs, params = count_macs_params(model, torch.zeros(spec.example_shape(1), dtype=getattr(torch, spec.dtype)))
+    return {"params": params, "macs": macs}
+
+
+def _fingerprint(model: Any) -> str:
+    """Identifies the unpruned source model, so that variants of one model can be compared."""
+    if is_onnx_path(model):
+        return sha256_file(Path(model)) if Path(model).is_file() else ""
+    from .prune import model_fingerprint
+
+    return model_fingerprint(model) if hasattr(model, "state_dict") else ""
+
+
+def _prune(model, spec, config, backends, precisions, calib, calibration, preprocess_calibration,
+           finetune, show_progress, cpus=None) -> tuple[Any, dict[str, Any]]:
+    """Prune at the fixed ratio or the least ratio that meets the latency budget; then recover."""
+    from .._lazy import require
+    from ..calibration import collect
+    from .prune import distill, prune_model
+
+    torch = require("torch", "pruning")
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"pruning needs a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        raise ConfigError("the model is in training mode; call model.eval() first")
+    example = torch.from_numpy(np.zeros(spec.example_shape(1), dtype=spec.dtype))
+    calib_batch = calib.as_batch() if calib is not None else None
+    search: list[dict[str, Any]] = []
+    if config.latency_ms is not None:
+        target = next(iter(backends))
+        ratio, search = _search_ratio(model, spec, config, target, backends[target], precisions[0], calib,
+                                      calib_batch, example, show_progress, cpus)
+    else:
+        ratio = config.ratio
+    result = prune_model(model, example, config, ratio, calib_batch)
+    pruned = result.model
+    if config.recover == "distill" and ratio > 0:
+        data = collect(calibration, spec, size=config.distill_samples, seed=config.seed,
+                       preprocess=preprocess_calibration).as_batch()
+        pruned = distill(pruned, model, data, config, show_progress=show_progress)
+    if finetune is not None:
+        pruned = finetune(pruned)
+        if not isinstance(pruned, torch.nn.Module):
+            raise ConfigError(f"finetune must return the nn.Module, got {type(pruned).__name__}")
+        pruned.eval()
+    summary = {"config": config.to_dict(), **result.summary(), "search": search,
+               "recovery": "distill" if config.recover == "distill" and ratio > 0 else
+                           ("finetune" if finetune is not None else "none")}
+    return pruned, summary
+
+
+def _search_ratio(model, spec, config, target_name, backend, precision, calib, calib_batch, example,
+                  show_progress, cpus=None) -> tuple[float, list[dict[str, Any]]]:
+    """Bisect the pruning ratio: the least one whose measured p50 latency on the target meets the budget."""
+    from ..measure.latency import measure_latency
+    from .prune import prune_model
+
+    steps: list[dict[str, Any]] = []
+    x = np.zeros(spec.example_shape(1), dtype=spec.dtype)
+    if calib is not None:
+        x = calib.samples[0]
+
+    def measure(ratio: float) -> float:
+        result = prune_model(model, example, config, ratio, calib_batch)
+        with tempfile.TemporaryDirectory(prefix="edgeship-search-") as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            _, _, head = _export(result.model, spec, onnx_path)
+            keep_fp = _automatic_keep_fp(onnx_path, head) if precision == "int8" else ()
+            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib, keep_fp=keep_fp,
+                                       fleet=cpus)
+            with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
+                p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
+        steps.append({"ratio": ratio, "p50_ms": p50, "meets": p50 <= config.latency_ms,
+                      "macs": result.macs_after, "params": result.params_after,
+                      "target": target_name, "precision": precision})
+        console.log(f"prune search: ratio {ratio:.3f} -> {p50:.3f} ms on {target_name} {precision} "
+                    f"(budget {config.latency_ms} ms)")
+        return p50
+
+    with progress(show_progress) as bar:
+        task = bar.add_task(f"latency search on {target_name} {precision}", total=config.search_steps + 2)
+        if measure(0.0) <= config.latency_ms:
+            return 0.0, steps
+        bar.advance(task)
+        hi_latency = measure(config.max_ratio)
+        bar.advance(task)
+        if hi_latency > config.latency_ms:
+            best = min(steps, key=lambda s: s["p50_ms"])
+            raise LatencyBudgetError(
+                f"no pruning ratio up to {config.max_ratio} meets {config.latency_ms} ms on {target_name} {precision}: "
+                f"the best reached is {best['p50_ms']:.3f} ms at ratio {best['ratio']}; measured {steps}", steps)
+        lo, hi = 0.0, config.max_ratio
+        for _ in range(config.search_steps):
+            mid = (lo + hi) / 2
+            if measure(mid) <= config.latency_ms:
+                hi = mid
+            else:
+                lo = mid
+            bar.advance(task)
+    return hi, steps
