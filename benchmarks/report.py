@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import write_atomic
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -306,9 +307,9 @@ class Report:
         if sig_path.exists():  # never a stale signature beside a new report.json
             sig_path.unlink()
         for name, text in texts:
-            _write_atomic(folder / name, text)
+            write_atomic(folder / name, text.encode("utf-8"))
         if signature is not None:
-            _write_atomic(sig_path, signature.decode("utf-8"))
+            write_atomic(sig_path, signature)
         return folder
 
     # -- rendering --------------------------------------------------------------------------
@@ -406,7 +407,7 @@ class Report:
     def write_html(self, path: str | os.PathLike, gate_result: "GateResult | None" = None) -> Path:
         """Write the HTML page (with gate results, if given) to ``path`` atomically; returns the path."""
         path = Path(path)
-        _write_atomic(path, self.to_html(gate_result))
+        write_atomic(path, self.to_html(gate_result).encode("utf-8"))
         return path
 
     def print(self) -> None:
@@ -457,14 +458,3 @@ def _worst_recall(row: Row) -> str:
 def _md_table(headers: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
             + ["| " + " | ".join(cells) + " |" for cells in rows])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

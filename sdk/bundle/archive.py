@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterator
 
+from .._files import atomic_write
 from .folder import MANIFEST, Bundle
 from ..errors import BundleIntegrityError, ConfigError, MissingDependencyError
 from .signing import SIGNATURE_FILE, sign_manifest
@@ -95,23 +96,15 @@ def pack(bundle: str | os.PathLike | Bundle, output: str | os.PathLike, *, sign_
         signature = sig_path.read_bytes() if sig_path.is_file() else None
     files = sorted(set(b.manifest["source"]["files"]) | {f for e in b.manifest["artifacts"] for f in e["files"]})
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw, _compressed_writer(raw, kind) as sink:
-            with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                _add_bytes(tar, MANIFEST, manifest_bytes)
-                if signature is not None:
-                    _add_bytes(tar, SIGNATURE_FILE, signature)
-                for rel in files:
-                    path = b.path / rel
-                    with open(path, "rb") as fh:
-                        tar.addfile(_member(rel, path.stat().st_size), fh)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(output) as raw, _compressed_writer(raw, kind) as sink:
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            _add_bytes(tar, MANIFEST, manifest_bytes)
+            if signature is not None:
+                _add_bytes(tar, SIGNATURE_FILE, signature)
+            for rel in files:
+                path = b.path / rel
+                with open(path, "rb") as fh:
+                    tar.addfile(_member(rel, path.stat().st_size), fh)
     return output
 
 

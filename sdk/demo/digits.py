@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._defaults import cache_dir
+from .._files import atomic_write
 from .._lazy import require
 from .._progress import console, progress
 from ..errors import EdgeshipError
@@ -134,10 +135,8 @@ def train_digits_cnn(cache_dir: str | os.PathLike | None = None, epochs: int = 1
         for batch in inputs.split(256):
             model(batch)
     model.eval()
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-    os.replace(tmp, weights)
+    with atomic_write(weights) as fh:
+        np.savez(fh, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     return model
 
 

@@ -368,11 +368,11 @@ def train_detector(scene: SceneConfig = SceneConfig(), train: TrainConfig = Trai
     _recalibrate_batchnorm(model, images, train.batch_size)
     model.eval()
     model.train_seconds = time.perf_counter() - start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, _train_seconds=np.float64(model.train_seconds),
-             **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-    os.replace(tmp, path)
+    from .._files import atomic_write
+
+    with atomic_write(path) as fh:
+        np.savez(fh, _train_seconds=np.float64(model.train_seconds),
+                 **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     return model
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
+from .._files import write_atomic
 from .._fleet import cpu_flags
 from .._version import __version__
 from ..bundle.folder import CURRENT, MANIFEST, Bundle
@@ -215,7 +216,6 @@ def read_choice(root: Path, version: str) -> Choice | None:
 def store_choice(root: Path, choice: Choice, keep: Sequence[str] | None = None) -> None:
     """Write ``choice`` into ``root/choice.json`` (atomically), replacing one of the same request; ``keep``:
     drop the versions not listed."""
-    from .deploy import _write_atomic  # points up to deploy, which owns the install root and its one atomic writer
 
     choices = read_choices(root)
     version = choice.key.get("version", "")
@@ -226,7 +226,7 @@ def store_choice(root: Path, choice: Choice, keep: Sequence[str] | None = None) 
     if keep is not None:
         choices = {v: c for v, c in choices.items() if v in set(keep)}
     data = {"schema_version": CHOICE_SCHEMA_VERSION, "choices": choices}
-    _write_atomic(Path(root) / CHOICE_FILE, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    write_atomic(Path(root) / CHOICE_FILE, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def cached_choice(root: Path, bundle: "Bundle", target: str | None = None, **options: Any) -> Choice:

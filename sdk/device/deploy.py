@@ -27,11 +27,11 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .._files import fsync_dir, write_atomic
 from ..bundle.archive import ArchiveLimits, extracted
 from ..bundle.folder import CURRENT, MANIFEST, Bundle
 from ..errors import BundleIntegrityError, ConfigError, SelfTestError
@@ -99,14 +99,6 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_history(root: Path) -> list[str]:
     path = root / HISTORY
     if not path.exists():
@@ -137,7 +129,7 @@ def _write_history(root: Path, entries: Sequence[str], degraded: dict[str, str] 
     marks = {v: why for v, why in marks.items() if v in entries}
     if marks:
         doc["degraded"] = marks
-    _write_atomic(root / HISTORY, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    write_atomic(root / HISTORY, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
 
 
 def _current_version(root: Path) -> str | None:
@@ -156,7 +148,7 @@ def _switch(root: Path, version: str) -> None:
         tmp.unlink()
     os.symlink(f"{VERSIONS}/{version}", tmp)
     os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _describe(root: Path, version: str) -> Installed:
@@ -224,7 +216,7 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
                     shutil.rmtree(aside, ignore_errors=True)
             else:
                 os.replace(bundle.path, final)
-        _fsync_dir(versions)
+        fsync_dir(versions)
         before = _read_history(root)
         marks_before = _read_degraded(root)
         entries = [v for v in before if v != version]
@@ -388,23 +380,7 @@ def _rewrite_manifest(b: Bundle, manifest: dict[str, Any], sign_key: Any) -> Bun
     if signature is None:  # unsigned before the manifest changes: never a stale signature beside it
         with contextlib.suppress(FileNotFoundError):
             (b.path / SIGNATURE_FILE).unlink()
-    _write_atomic(b.path / MANIFEST, data)
+    write_atomic(b.path / MANIFEST, data)
     if signature is not None:
-        _write_atomic(b.path / SIGNATURE_FILE, signature)
+        write_atomic(b.path / SIGNATURE_FILE, signature)
     return Bundle.open(b.path)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:  # disk full, killed: no temporary file left behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

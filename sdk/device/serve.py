@@ -49,7 +49,7 @@ import numpy as np
 from ..bundle.folder import CURRENT, Bundle
 from ..errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
 from .._lazy import require
-from ..tasks.postprocess import Postprocess, detection_results, read_labels
+from ..bundle.predictor import Predictor, fit_image
 from ..bundle.signing import configured_public_key
 
 __all__ = ["ModelServer", "decode_body", "serve"]
@@ -80,13 +80,7 @@ def _image_to_array(body: bytes, spec: Any) -> np.ndarray:
         if img.width * img.height > _MAX_IMAGE_PIXELS:
             raise _HTTPError(413, f"image of {img.width}x{img.height} pixels is larger than the "
                                   f"{_MAX_IMAGE_PIXELS} pixels this server decodes")
-        channels = spec.channels
-        img = img.convert("L" if channels == 1 else "RGB")
-        height, width = (spec.shape[2], spec.shape[3]) if spec.layout == "NCHW" else (spec.shape[1], spec.shape[2])
-        own_resize = spec.preprocess is not None and getattr(spec.preprocess, "resize", "none") != "none"
-        if not own_resize and height is not None and width is not None and img.size != (width, height):
-            img = img.resize((width, height), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
+        array = np.asarray(img.convert("L" if spec.channels == 1 else "RGB"), dtype=np.uint8)
     except _HTTPError:
         raise
     except Exception as exc:  # Pillow raises many types for undecodable data
@@ -95,7 +89,15 @@ def _image_to_array(body: bytes, spec: Any) -> np.ndarray:
 
 
 def decode_body(body: bytes, content_type: str, spec: Any) -> tuple[np.ndarray, bool]:
-    """A request body -> (array with a batch axis, whether it holds raw images to preprocess)."""
+    """A request body -> (array with a batch axis, whether it holds raw images to preprocess); an image file
+    comes at the spec's size (:func:`edgeship.bundle.predictor.fit_image`)."""
+    x, raw, image = _decode(body, content_type, spec)
+    return (np.stack([fit_image(i, spec) for i in x]) if image else x), raw
+
+
+def _decode(body: bytes, content_type: str, spec: Any) -> tuple[np.ndarray, bool, bool]:
+    """A request body -> (array with a batch axis, whether it holds raw images to preprocess, whether it was an
+    image file: at its own size, which the Predictor fits to the spec's)."""
     kind = content_type.split(";")[0].strip().lower()
     if kind in ("application/x-npy", "application/octet-stream") or body.startswith(b"\x93NUMPY"):
         from .._arrays import read_npy
@@ -125,26 +127,24 @@ def decode_body(body: bytes, content_type: str, spec: Any) -> tuple[np.ndarray, 
         else:
             x = x.astype(spec.dtype)
     elif kind.startswith("image/"):
-        x, raw = _image_to_array(body, spec), True
+        return _image_to_array(body, spec)[None], True, True
     else:
         raise _HTTPError(415, f"unsupported Content-Type {content_type!r}; send application/x-npy, "
                               "application/json or image/png|jpeg")
     rank = len(spec.shape)
     if x.ndim == rank - 1:  # one image or one sample: add the batch axis
         x = x[None]
-    return x, raw
+    return x, raw, False
 
 
 # -- the loaded model -----------------------------------------------------------------------------
 class _Loaded:
-    """One version's runtimes (a pool of ``workers``), postprocessing and labels."""
+    """One version's runtimes (a pool of ``workers``), each with its Predictor (what the outputs mean)."""
 
     def __init__(self, bundle: Bundle, workers: int, target: str | None, precision: str | None,
                  options: dict[str, Any], choice: Any = None) -> None:
         self.bundle = bundle
         self.choice = choice  # the self-test's verdict and why this variant (edgeship.bundle.selftest.Choice)
-        self.postprocess = Postprocess.of_manifest(bundle.manifest)
-        self.labels = read_labels(bundle.manifest)
         self._idle: list[Any] = []
         self._cond = threading.Condition()
         self._retired = False
@@ -156,11 +156,12 @@ class _Loaded:
             for rt in runtimes:
                 rt.close()
             raise
-        self.detectors: dict[int, Any] = {}  # a detection bundle: each runtime's Detector (decode, NMS, boxes)
-        if bundle.manifest.get("detection"):
-            from ..bundle.detector import Detector
-
-            self.detectors = {id(rt): Detector(bundle, runtime=rt) for rt in runtimes}
+        try:
+            self.predictors = {id(rt): Predictor(bundle, rt) for rt in runtimes}  # one per runtime (thread safety)
+        except BaseException:
+            for rt in runtimes:
+                rt.close()
+            raise
         self._idle.extend(runtimes)
         self.target, self.precision = runtimes[0].target, runtimes[0].precision
         self.version = bundle.path.name
@@ -433,33 +434,24 @@ class ModelServer:
         """Decode, run and postprocess one request body (blocking; the caller holds an admission)."""
         while True:  # a reload while this request waited retires its version: decode again for the new one
             model = self.current_model()
-            x, raw = decode_body(body, content_type, model.bundle.spec)
+            x, raw, image = _decode(body, content_type, model.bundle.spec)
             rt = model.acquire()
             if rt is not None:
                 break
         with self.metrics.lock:
             self.metrics.running += 1
-        detector = model.detectors.get(id(rt))
+        predictor = model.predictors[id(rt)]
         try:
-            if detector is not None:
-                if not raw:
-                    raise _HTTPError(400, "a detection bundle takes raw images (image/png, image/jpeg, or a uint8 "
-                                          ".npy) so that its boxes come back in the image's own pixels")
-                detections = detector(list(x))
-            else:
-                outputs = rt.run(x, preprocess=raw)
+            if predictor.detector is not None and not raw:
+                raise _HTTPError(400, "a detection bundle takes raw images (image/png, image/jpeg, or a uint8 "
+                                      ".npy) so that its boxes come back in the image's own pixels")
+            # image files are fitted to the spec's size; arrays are taken as they are (a wrong shape is an error)
+            answer = predictor.predict(x, fit=image) if raw else predictor.predict_tensors(x)
         finally:
             with self.metrics.lock:
                 self.metrics.running -= 1
             model.release(rt)
-        reply: dict[str, Any] = {"version": model.version, "target": model.target, "precision": model.precision}
-        if detector is not None:
-            reply["results"] = detection_results(detections, model.labels)
-        elif model.postprocess is not None:
-            reply["results"] = model.postprocess.apply(outputs, model.labels)
-        else:
-            reply["outputs"] = {name: value.tolist() for name, value in outputs.items()}
-        return reply
+        return {"version": model.version, "target": model.target, "precision": model.precision, **answer}
 
     # -- the ASGI application ----------------------------------------------------------------------
     def _build_app(self) -> Any:

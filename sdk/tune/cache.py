@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .._files import write_json_atomic
 from ..bundle.folder import MANIFEST, Bundle, sha256_file
 from ..errors import BundleIntegrityError, ConfigError
 
@@ -71,20 +72,6 @@ def callable_identity(fn: Callable[..., Any]) -> str:
     if isinstance(fn, functools.partial):
         return f"partial({callable_identity(fn.func)}, {fn.args!r}, {sorted(fn.keywords.items())!r})"
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, allow_nan=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class TrialCache:

@@ -70,7 +70,7 @@ def test_a_release_number_must_be_an_integer(bundle_copy, bad):
 def test_disk_full_while_writing_history_leaves_the_old_version_current(numbered, tmp_path, monkeypatch):
     root = tmp_path / "line3"
     first = install(numbered[1], root)
-    real = deploy._write_atomic
+    real = deploy.write_atomic
 
     def full_disk(path, data):
         if path.name == deploy.HISTORY:
@@ -78,10 +78,10 @@ def test_disk_full_while_writing_history_leaves_the_old_version_current(numbered
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(deploy, "_write_atomic", full_disk)
+    monkeypatch.setattr(deploy, "write_atomic", full_disk)
     with pytest.raises(OSError, match="No space left"):
         install(numbered[2], root)
-    monkeypatch.setattr(deploy, "_write_atomic", real)
+    monkeypatch.setattr(deploy, "write_atomic", real)
     assert os.readlink(root / "current") == f"versions/{first.version}"
     assert history(root) == [first.version]
     assert sorted(p.name for p in (root / "versions").iterdir()) == [first.version]
@@ -92,7 +92,7 @@ def test_the_cli_reports_a_full_disk_without_a_traceback(numbered, tmp_path, mon
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(deploy, "_write_atomic", full_disk)
+    monkeypatch.setattr(deploy, "write_atomic", full_disk)
     assert main(["install", str(numbered[1]), "--into", str(tmp_path / "line3")]) == 2
     err = capsys.readouterr().err
     assert "edgeship install: error:" in err and "No space left on device" in err and "Traceback" not in err
