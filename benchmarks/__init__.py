@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from ..measure.latency import LatencyStats, measure_latency, measure_streams
+from ..measure.metrics import METRICS, classification_report, get_metric, top1, top1_agreement, top5
+from ..measure.stats import bootstrap_interval, min_runs_for_quantile, quantile_interval, wilson_interval
 from ..tasks.metrics import box_agreement, detection_map, detection_map_interval
 from .evaluate import benchmark, cpu_flags, environment
 from .evaluate_detection import benchmark_detection
 from .gates import GateCheck, GateResult, Gates, Tolerance
-from ..measure.latency import LatencyStats, measure_latency, measure_streams
-from ..measure.metrics import METRICS, classification_report, get_metric, top1, top1_agreement, top5
 from .report import REPORT_SCHEMA_VERSION, Report, Row
-from ..measure.stats import bootstrap_interval, min_runs_for_quantile, quantile_interval, wilson_interval
 
 __all__ = [
     "GateCheck",

@@ -18,8 +18,8 @@ from ..bundle.folder import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
 from ..measure.latency import measure_latency, measure_streams, peak_rss_mb, reset_peak_rss
 from ..measure.metrics import METRICS, PROPORTIONS, Metric, classification_report, get_metric, proportion_interval
-from .report import Report, Row
 from ..measure.stats import bootstrap_indices, percentile_interval
+from .report import Report, Row
 
 # CPU features that decide which kernels a backend can use (x86: AVX2 / AVX-512 / VNNI / AMX; Arm: dot product)
 

@@ -13,9 +13,9 @@ from .._fleet import cpu_flags
 from .._progress import progress
 from ..bundle.folder import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
+from ..measure.latency import measure_latency
 from ..tasks.metrics import box_agreement, detection_map
 from .evaluate import environment
-from ..measure.latency import measure_latency
 from .report import Report, Row
 
 

@@ -10,10 +10,10 @@ range that contradicts the preprocessing, and drift from a validation or product
 
 from __future__ import annotations
 
+from ..preprocess import LetterboxGeometry, apply_preprocess, letterbox_geometry, resize_bilinear
 from ._checks import CheckResult, Finding, check
 from ._set import CalibrationSet
 from ._sources import CalibrationWarning, collect, from_arrays, from_dataset, from_folder, from_video
-from ..preprocess import LetterboxGeometry, apply_preprocess, letterbox_geometry, resize_bilinear
 
 __all__ = [
     "CalibrationSet",

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .._lazy import require
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError
+from ..preprocess import to_channels
 from ..spec import shape_matches
 from ._select import Embed, cheap_embedding, k_center, resolve_selection, stratified_quotas, user_embedding
 from ._set import CalibrationSet
-from ..preprocess import to_channels
 
 if TYPE_CHECKING:
     from ..spec import InputSpec
@@ -562,13 +562,7 @@ def _check_bad_fraction_arg(value: float) -> None:
 
 def _pillow() -> Any:
     """PIL.Image, or an error naming the extra (build machines have `compress`; Pillow is in it)."""
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "'PIL' (Pillow) is not installed (needed for reading calibration images): install it with "
-            f'`pip install "edgeship[compress]"` ({type(exc).__name__}: {exc})') from exc
-    return Image
+    return require("PIL.Image", "reading calibration images")
 
 
 def _decode_image(image_module: Any, path: Path, channels: int) -> np.ndarray:

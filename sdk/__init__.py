@@ -7,10 +7,12 @@ and prove each release with an accuracy-vs-latency report.
 from __future__ import annotations
 
 from ._version import __version__
-
+from .benchmarks import Report, benchmark
 from .build.accuracy import sensitivity
-from .bundle.folder import Bundle, open_bundle
 from .build.compress import compress
+from .build.prune import Prune
+from .build.recipe import Recipe
+from .bundle.folder import Bundle, open_bundle
 from .device.choice import load
 from .errors import (
     AccuracyBudgetError,
@@ -26,11 +28,8 @@ from .errors import (
     TuneBudgetError,
     UnknownTargetError,
 )
-from .build.prune import Prune
-from .build.recipe import Recipe
 from .spec import InputSpec, Preprocess
 from .targets import Runtime, get_target, list_targets
-from .benchmarks import Report, benchmark
 from .tune.sweep import Budget, SearchSpace, tune
 
 __all__ = [

@@ -9,8 +9,10 @@ from types import ModuleType
 
 from .errors import MissingDependencyError
 
-# module -> the pip extra that provides it
-_EXTRA_FOR = {
+# module -> the pip extra that provides it (None: a dependency of edgeship itself)
+_EXTRA_FOR: dict[str, str | None] = {
+    "cryptography": None,
+    "ray": "ray",
     "openvino": "openvino",
     "onnxruntime": "onnxruntime",
     "torch": "compress",
@@ -39,8 +41,9 @@ _EXTRA_FOR = {
 _QUIET_LOGGERS = {"nncf": ("torch.utils.cpp_extension",)}
 
 
-def require(module: str, purpose: str = "") -> ModuleType:
-    """Import ``module`` or raise MissingDependencyError naming the extra that installs it."""
+def require(module: str, purpose: str = "", hint: str = "") -> ModuleType:
+    """Import ``module`` or raise MissingDependencyError naming the extra that installs it (``hint``: what
+    else the user can do, e.g. "or use .tar / .tar.gz")."""
     for name in _QUIET_LOGGERS.get(module.split(".")[0], ()):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -49,9 +52,10 @@ def require(module: str, purpose: str = "") -> ModuleType:
         top = module.split(".")[0]
         extra = _EXTRA_FOR.get(top, "all")
         why = f" (needed for {purpose})" if purpose else ""
+        how = (f"it is a dependency of edgeship: reinstall edgeship or `pip install {top}`" if extra is None
+               else f"install it with `pip install \"edgeship[{extra}]\"`")
         raise MissingDependencyError(
-            f"'{top}' is not installed{why}: install it with `pip install \"edgeship[{extra}]\"` "
-            f"({type(exc).__name__}: {exc})"
+            f"'{top}' is not installed{why}: {how}{', ' + hint if hint else ''} ({type(exc).__name__}: {exc})"
         ) from exc
 
 

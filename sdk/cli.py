@@ -219,7 +219,6 @@ def _single_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]] | 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
     from .benchmarks import Gates, Report, Tolerance
-
     from .bundle.signing import configured_public_key
 
     if args.require_bundles and args.allow_missing_bundles:
@@ -387,8 +386,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from ._fleet import cpu_flags
     from .bundle.folder import Bundle
     from .bundle.selftest import all_passed, print_results
-    from .device.choice import describe_cpu
     from .bundle.signing import configured_public_key
+    from .device.choice import describe_cpu
 
     bundle = Bundle.open(args.bundle, public_key=configured_public_key(args.public_key))
     results = bundle.verify_outputs(args.target, args.precision, threads=args.threads)

@@ -21,7 +21,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
-from .errors import ConfigError, MissingDependencyError, TransferError
+from ._lazy import require
+from .errors import ConfigError, TransferError
 
 # exit status of a worker that its watchdog ended for running past the task timeout
 TIMEOUT_EXIT = 75
@@ -55,12 +56,7 @@ def unpack_checked(data: bytes, sha256: str | None, dest: Path) -> Path:
 
 
 def _require_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise MissingDependencyError("executor='ray' needs Ray: install it with `pip install \"edgeship[ray]\"` "
-                                     f"({type(exc).__name__}: {exc})") from exc
-    return ray
+    return require("ray", "executor='ray'")
 
 
 class RayCluster:

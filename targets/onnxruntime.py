@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..measure.fidelity import agreement as _agreement, agrees as _agrees, significantly_worse as _significantly_worse
-from .._fleet import Fleet, fleet as resolve_fleet
+from .._fleet import Fleet
+from .._fleet import fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
+from ..measure.fidelity import agreement as _agreement
+from ..measure.fidelity import agrees as _agrees
+from ..measure.fidelity import significantly_worse as _significantly_worse
 from .base import Artifact, Runtime, Target, TensorInfo
 from .registry import register_target
 

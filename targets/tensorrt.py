@@ -65,8 +65,9 @@ def symmetric_qdq(src: Path, dst: Path, spec: "InputSpec", calibration: "Calibra
     """The INT8 graph TensorRT builds from: S8S8 Q/DQ, zero-point 0, per-channel weights, inputs of Conv/Gemm/MatMul."""
     require("onnx", "the TensorRT INT8 graph")
     quantization = require("onnxruntime.quantization", "the TensorRT INT8 graph")
-    from onnxruntime.quantization.shape_inference import quant_pre_process
     import tempfile
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .onnxruntime import calibration_reader
 

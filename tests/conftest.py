@@ -14,10 +14,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import InputSpec, Preprocess, demo
 from edgeship.targets import get_target_class
 

@@ -12,10 +12,9 @@ import copy
 import subprocess
 import sys
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import AccuracyBudgetError, ConfigError, Recipe
 from edgeship.build.accuracy import AccuracyControl, fp_fallback
 from edgeship.demo.digits import DIGITS_SPEC

@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import tarfile
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
-from edgeship import BundleIntegrityError, ConfigError
-from edgeship.bundle.archive import ArchiveLimits, pack, unpack
-
 from archive_support import entries, folder_members, read_tar, special, write_tar
 from conftest import DIGIT_LABELS
+from edgeship import BundleIntegrityError, ConfigError
+from edgeship.bundle.archive import ArchiveLimits, pack, unpack
 
 
 def digest(path) -> str:

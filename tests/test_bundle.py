@@ -6,19 +6,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import edgeship
 import numpy as np
 import onnx
 import onnxruntime
 import openvino
 import pytest
-from onnx import TensorProto, helper
-
-import edgeship
+from conftest import CPU_TARGETS, SMALL_SPEC
 from edgeship import BundleIntegrityError, CompileError, ConfigError, InputSpec, demo
 from edgeship.bundle.folder import MANIFEST, SCHEMA_VERSION
 from edgeship.calibration import collect
-
-from conftest import CPU_TARGETS, SMALL_SPEC
+from onnx import TensorProto, helper
 
 
 def read_manifest(root: Path) -> dict:

@@ -10,7 +10,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from edgeship.benchmarks import Report
 from edgeship.cli import main
 

@@ -11,19 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
+from archive_support import read_tar, write_tar
+from conftest import BLOCK_COMPRESS_EXTRAS, DIGIT_LABELS, run_python
 from edgeship import BundleIntegrityError, ConfigError
 from edgeship.bundle.archive import pack
+from edgeship.bundle.signing import PUBLIC_KEY_ENV
 from edgeship.cli import main
 from edgeship.device.deploy import current, history, install, rollback, set_postprocess
 from edgeship.tasks.postprocess import Postprocess
-from edgeship.bundle.signing import PUBLIC_KEY_ENV
-
-from archive_support import read_tar, write_tar
-from conftest import BLOCK_COMPRESS_EXTRAS, DIGIT_LABELS, run_python
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ boxes against the torch model, INT8 boxes against FP32 boxes.
 
 from __future__ import annotations
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import ConfigError, InputSpec, Preprocess, Recipe
 from edgeship.bundle.detector import Detector
-from edgeship.tasks.detection import (batched_nms, box_parity, decode_boxes, head_layers, postprocess,
-                                      prepare_detector)
+from edgeship.tasks.detection import batched_nms, box_parity, decode_boxes, head_layers, postprocess, prepare_detector
 
 torch = pytest.importorskip("torch")
 D = pytest.importorskip("torchvision.models.detection")

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import edgeship
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
-
-import edgeship
+from conftest import SMALL_SPEC, build_small_cnn, torch_forward
 from edgeship import CompileError, ConfigError, EdgeshipError, InputSpec
 from edgeship.build.export import OPSET, export_onnx
-
-from conftest import SMALL_SPEC, build_small_cnn, torch_forward
+from torch import nn
 
 
 def dims(value_info) -> list:

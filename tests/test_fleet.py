@@ -14,10 +14,9 @@ import subprocess
 import sys
 import textwrap
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import demo
 from edgeship._fleet import CPU_CLASSES, cpu_flags, fleet, int8_saturates_here
 from edgeship.errors import ConfigError

@@ -6,11 +6,9 @@ torch, onnx and both backends imported long before these tests run.
 
 from __future__ import annotations
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
-
 from conftest import BLOCK_COMPRESS_EXTRAS, run_python
 
 HEAVY = ("torch", "torchvision", "onnx", "onnxscript", "nncf", "torch_pruning", "sklearn", "openvino",

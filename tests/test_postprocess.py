@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgeship import ConfigError, InputValidationError
 from edgeship.tasks.postprocess import Postprocess, read_labels
 

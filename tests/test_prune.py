@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import ConfigError, Prune, Recipe
-from edgeship.demo.digits import DIGITS_SPEC
 from edgeship.build.prune import count_macs_params, distill, output_layers, prune_model
+from edgeship.demo.digits import DIGITS_SPEC
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")

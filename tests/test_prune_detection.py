@@ -6,14 +6,13 @@ read stay, so the heads' weights and the anchors are those of the unpruned model
 
 from __future__ import annotations
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import ConfigError, InputSpec, Prune, Recipe
+from edgeship.build.prune import _reestimate_batchnorm, distill, model_fingerprint, prune_model
 from edgeship.bundle.detector import Detector
 from edgeship.tasks.detection import box_parity, postprocess, prepare_detector
-from edgeship.build.prune import _reestimate_batchnorm, distill, model_fingerprint, prune_model
 
 torch = pytest.importorskip("torch")
 D = pytest.importorskip("torchvision.models.detection")

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import edgeship
 import numpy as np
 import onnx
 import pytest
-
-import edgeship
+from conftest import CPU_TARGETS, torch_forward
 from edgeship import demo
 from edgeship.benchmarks import top1, top1_agreement
-
-from conftest import CPU_TARGETS, torch_forward
 
 pytestmark = pytest.mark.slow
 

@@ -17,20 +17,18 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import edgeship
 import edgeship.device.choice
+import numpy as np
+import pytest
+from conftest import SMALL_SPEC
 from edgeship import BundleIntegrityError, ConfigError, Recipe, SelfTestError
 from edgeship.bundle.archive import pack
 from edgeship.bundle.folder import sha256_file
-from edgeship.cli import main
-from edgeship.device.deploy import current, degraded, history, install
 from edgeship.bundle.selftest import all_passed, select_golden
+from edgeship.cli import main
 from edgeship.device.choice import CHOICE_FILE, Candidate, cached_choice, describe_cpu, read_choices, select_variant
-
-from conftest import SMALL_SPEC
+from edgeship.device.deploy import current, degraded, history, install
 
 QEMU = shutil.which("qemu-x86_64")
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import stat
 
-import pytest
-
 import edgeship
+import pytest
+from archive_support import entries, read_tar, write_tar
 from edgeship import BundleIntegrityError, ConfigError
 from edgeship.bundle.archive import pack, unpack
 from edgeship.bundle.signing import PUBLIC_KEY_ENV, SIGNATURE_FILE, fingerprint, generate_keypair, load_public_key
-
-from archive_support import entries, read_tar, write_tar
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from edgeship import ConfigError, InputSpec, InputValidationError, Preprocess, Recipe
 from edgeship.spec import shape_matches
 
@@ -227,9 +226,8 @@ def test_manifest_without_resize_fields_still_loads():
 
 def test_bilinear_resize_matches_pillow_within_one_level():
     """Antialiased when shrinking, plain bilinear when enlarging: Pillow's BILINEAR within its 8-bit rounding."""
-    from PIL import Image
-
     from edgeship.calibration import resize_bilinear
+    from PIL import Image
 
     for image in _photos():
         for h, w in [(224, 224), (100, 333), (37, 41), (700, 900), (image.shape[0], image.shape[1] + 50)]:

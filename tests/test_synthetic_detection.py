@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import time
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import ConfigError
 from edgeship.benchmarks import box_agreement, detection_map
 from edgeship.bundle.detector import Detector
-from edgeship.demo.synthetic import (SceneConfig, TrainConfig, build_detector, detector_spec, digit_glyphs,
-    make_scenes, train_detector, weights_path)
+from edgeship.demo.synthetic import (
+    SceneConfig,
+    TrainConfig,
+    build_detector,
+    detector_spec,
+    digit_glyphs,
+    make_scenes,
+    train_detector,
+    weights_path,
+)
 
 pytest.importorskip("sklearn")
 

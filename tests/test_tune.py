@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
+from conftest import interrupt_cli
 from edgeship import Budget, Prune, SearchSpace, TuneBudgetError, demo
 from edgeship.benchmarks import Report
 from edgeship.tune.sweep import Candidate, Trial, select
-
-from conftest import interrupt_cli
 
 RUNS = dict(runs=30, warmup=3, show_progress=False)
 SPEC = demo.DIGITS_SPEC
@@ -248,8 +246,8 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_d
     """`edgeship tune` in its own process, interrupted by a real SIGINT once the first trial is on disk: exit 130,
     finished trials cached, the report saved as incomplete, no best bundle; the re-run does only the rest.
     """
-    from edgeship.cli import main
     from edgeship.build.export import export_onnx
+    from edgeship.cli import main
 
     export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
     np.save(tmp_path / "calib.npy", digits_data[0][:200])
@@ -271,8 +269,8 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(digits_model, digits_d
 
 def test_cli_tune_onnx_model_with_accuracy_aware_fallback(digits_model, digits_data, tmp_path, capsys):
     """`edgeship tune` on an .onnx file: FP32 and INT8 with FP fallback, the chosen bundle and report written."""
-    from edgeship.cli import main
     from edgeship.build.export import export_onnx
+    from edgeship.cli import main
 
     export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
     x_train, _, x_test, y_test = digits_data
@@ -302,8 +300,8 @@ def test_cli_tune_onnx_model_with_accuracy_aware_fallback(digits_model, digits_d
 
 
 def test_cli_tune_sweeps_runtime_options(digits_model, digits_data, tmp_path, capsys):
-    from edgeship.cli import main
     from edgeship.build.export import export_onnx
+    from edgeship.cli import main
 
     export_onnx(digits_model, SPEC, tmp_path / "digits.onnx")
     np.save(tmp_path / "calib.npy", digits_data[0][:100])

@@ -14,12 +14,10 @@ import os
 import sys
 import time
 
-import pytest
-
 import edgeship
-from edgeship import Budget, SearchSpace, demo
-
+import pytest
 from conftest import interrupt_cli
+from edgeship import Budget, SearchSpace, demo
 
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
@@ -218,7 +216,6 @@ def test_cli_bench_on_ray_with_a_runtime_option(ray_cluster, digits_bundle, digi
     import json
 
     import numpy as np
-
     from edgeship.cli import main
 
     np.savez(tmp_path / "val.npz", x=digits_data[2][:100], y=digits_data[3][:100])
@@ -245,7 +242,6 @@ def test_ctrl_c_on_a_ray_sweep_keeps_finished_trials(digits_model, digits_data, 
     import json
 
     import numpy as np
-
     from edgeship.build.export import export_onnx
 
     export_onnx(digits_model, demo.DIGITS_SPEC, tmp_path / "digits.onnx")

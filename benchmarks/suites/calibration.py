@@ -21,6 +21,7 @@ from ..._lazy import require
 
 def run_calibration_suite(sizes=(8, 32, 128, 512), seeds=(0, 1, 2), selections=("random", "diverse")) -> list[dict]:
     import edgeship
+
     from ... import calibration
     from ...demo.digits import DIGITS_SPEC, digits_data, train_digits_cnn
 

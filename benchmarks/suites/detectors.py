@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..._lazy import require
-from ...targets.openvino import shared_core
 from ...measure.latency import measure_latency
+from ...targets.openvino import shared_core
 
 # name -> the fixed input size (H, W) it is measured at: the ResNet-50 ones at 512 to keep the run short
 DETECTORS = {
@@ -58,6 +58,7 @@ def _inputs(size: tuple[int, int]) -> tuple[Any, np.ndarray, np.ndarray]:
 def measure_detector(name: str, size: tuple[int, int], runs: int, threads: int, tmp: Path) -> tuple[list[dict[str, Any]], Any]:
     """Rows for one torchvision detector (or one row with the error that stopped it) and the torch model."""
     import edgeship
+
     from ...bundle.detector import Detector
     from ...tasks.detection import postprocess
 

@@ -35,11 +35,11 @@ import numpy as np
 from ..._lazy import require
 from ..._progress import console, progress
 from ...errors import ConfigError, EdgeshipError
-from ...spec import InputSpec, Preprocess
-from ..evaluate import cpu_flags, environment
-from ...targets.openvino import shared_core
 from ...measure.latency import measure_latency
 from ...measure.metrics import proportion_interval, top1, top1_agreement
+from ...spec import InputSpec, Preprocess
+from ...targets.openvino import shared_core
+from ..evaluate import cpu_flags, environment
 
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -351,6 +351,7 @@ def measure_model(name: str, model: Any, train_images: np.ndarray, test_images: 
     the same for every quantizer; ``test_images`` / ``test_labels`` the evaluation.
     """
     import edgeship
+
     from ...calibration import collect
     from ...targets.torch import TorchRuntime
 

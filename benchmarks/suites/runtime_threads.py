@@ -46,6 +46,7 @@ VARIANTS = {"lock": LockedOpenVINORuntime, "pool": OpenVINORuntime}
 
 def _bundle(folder: Path) -> Any:
     import edgeship
+
     from ... import demo
 
     model = demo.build_digits_cnn().eval()

@@ -82,10 +82,11 @@ def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int
 
 def run(train_seconds: float = 720, runs: int = 200, threads: int = 2) -> list[dict[str, Any]]:
     import edgeship
-    from .. import box_agreement, detection_map
+
     from ...bundle.detector import Detector
-    from ...tasks.detection import postprocess
     from ...demo.synthetic import make_scenes
+    from ...tasks.detection import postprocess
+    from .. import box_agreement, detection_map
 
     torch = require("torch", "the ssdlite benchmark")
     torch.set_num_threads(threads)

@@ -48,10 +48,10 @@ def run_trained_detector(scenes: int = 3000, epochs: int = 12, val: int = 300, r
                          show_progress: bool = True) -> dict[str, Any]:
     """Train (or reload), compress, measure; prints the table and returns {"rows", "train_s", "compress_s", ...}."""
     import edgeship
+
     from ...bundle.detector import Detector
     from ...demo.synthetic import SceneConfig, TrainConfig, detector_spec, make_scenes, train_detector, weights_path
     from ...targets.onnxruntime import ONNXRuntimeRuntime
-
     from ..evaluate_detection import benchmark_detection
 
     torch = require("torch", "the trained-detector benchmark")

@@ -31,6 +31,7 @@ TARGETS = ("openvino-cpu", "onnxruntime-cpu")
 
 def _sweep(executor: str, cache: Path, max_drop: float, latency_ms: float | None, runs: int) -> tuple[Any, float]:
     import edgeship
+
     from ... import demo
 
     x_train, _, x_test, y_test = demo.digits_data()

@@ -11,14 +11,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .._version import __version__
+from .._fleet import cpu_flags, fleet
 from .._progress import console, progress
+from .._version import __version__
 from ..bundle.folder import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
 from ..errors import AccuracyBudgetError, ConfigError, LatencyBudgetError
-from .export import export_onnx, is_onnx_path
-from .._fleet import cpu_flags, fleet
-from .recipe import Recipe
 from ..spec import InputSpec
+from .export import export_onnx, is_onnx_path
+from .recipe import Recipe
 
 DEFAULT_TARGETS = ("openvino-cpu", "onnxruntime-cpu")
 

@@ -29,8 +29,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Iterator
 
 from .._files import atomic_write
+from .._lazy import require
+from ..errors import BundleIntegrityError, ConfigError
 from .folder import MANIFEST, Bundle
-from ..errors import BundleIntegrityError, ConfigError, MissingDependencyError
 from .signing import SIGNATURE_FILE, sign_manifest
 
 __all__ = ["ArchiveLimits", "extracted", "pack", "unpack", "verify_folder"]
@@ -64,14 +65,7 @@ def compression_for(path: str | os.PathLike) -> str | None:
 
 
 def _zstandard():
-    try:
-        import zstandard
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "zstd archives need the 'zstandard' package (Python 3.11's tarfile has no zstd): "
-            f"install it with `pip install \"edgeship[zstd]\"`, or use .tar / .tar.gz ({exc})"
-        ) from exc
-    return zstandard
+    return require("zstandard", "zstd archives: Python 3.11's tarfile has no zstd", hint="or use .tar / .tar.gz")
 
 
 def pack(bundle: str | os.PathLike | Bundle, output: str | os.PathLike, *, sign_key: Any = None) -> Path:

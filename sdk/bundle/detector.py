@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..tasks.detection import DetectionHead, postprocess, to_source_boxes
 from .folder import Bundle
 
+
 class Detector:
     """A detection bundle loaded on a target: raw images in, per image {"boxes" (x1y1x2y2 in the image's own
     pixels), "scores", "labels"} out — the same shapes and meaning on every target."""

@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import BundleIntegrityError, ConfigError, EdgeshipError, UnknownTargetError
 
 if TYPE_CHECKING:
-    from .folder import Bundle
     from ..spec import InputSpec
+    from .folder import Bundle
 
 __all__ = ["SelfTestResult", "all_passed", "print_results", "verify_bundle"]
 
@@ -348,8 +348,8 @@ def compare(outputs: Mapping[str, Any], golden: Golden) -> tuple[float | None, f
 
 
 def _box_agreement(outputs: Mapping[str, Any], golden: Golden) -> float:
-    from ..tasks.metrics import box_agreement
     from ..tasks.detection import postprocess
+    from ..tasks.metrics import box_agreement
 
     head = golden.head
     order = [n for n in head.outputs] if all(n in outputs for n in head.outputs) else golden.names

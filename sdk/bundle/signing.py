@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import BundleIntegrityError, ConfigError, MissingDependencyError
+from .._lazy import require
+from ..errors import BundleIntegrityError, ConfigError
 
 SIGNATURE_FILE = "manifest.sig"
 ALGORITHM = "ed25519"
@@ -42,14 +43,7 @@ __all__ = [
 
 
 def _ed25519():
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "'cryptography' is not installed (needed to sign and verify bundles); it is a dependency of edgeship: "
-            f"reinstall edgeship or `pip install cryptography` ({exc})"
-        ) from exc
-    return ed25519
+    return require("cryptography.hazmat.primitives.asymmetric.ed25519", "signing and verifying bundles")
 
 
 def _serialization():

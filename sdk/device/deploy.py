@@ -34,9 +34,9 @@ from typing import Any, Iterator, Sequence
 from .._files import fsync_dir, write_atomic
 from ..bundle.archive import ArchiveLimits, extracted
 from ..bundle.folder import CURRENT, MANIFEST, Bundle
+from ..bundle.signing import SIGNATURE_FILE, configured_public_key, sign_manifest
 from ..errors import BundleIntegrityError, ConfigError, SelfTestError
 from ..tasks.postprocess import Postprocess
-from ..bundle.signing import SIGNATURE_FILE, configured_public_key, sign_manifest
 
 __all__ = ["Installed", "current", "degraded", "history", "install", "rollback", "set_postprocess"]
 

@@ -29,9 +29,9 @@ from ..cluster import RayCluster, RayScheduler, unpack_checked, watchdog
 from ..errors import EdgeshipError, MissingDependencyError, TransferError
 
 if TYPE_CHECKING:
-    from .cache import TrialCache
     from ..build.recipe import Recipe
     from ..spec import InputSpec
+    from .cache import TrialCache
     from .sweep import Candidate
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ def run_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.ndarr
     """Compile (when ``compile``) the candidate into ``bundle_dir`` and measure it; never raises for a
     failed trial. ``retry`` in the outcome says whether the failure may pass on another attempt."""
     from ..benchmarks import benchmark
-    from ..bundle.folder import Bundle
     from ..build.compress import compress
+    from ..bundle.folder import Bundle
 
     c = job.candidate
     start = time.perf_counter()

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .cache import TrialCache, array_digest, callable_identity, digest, toolchain_versions
-from .executors import Job, LocalExecutor, RayExecutor
 from .._progress import console, progress
-from ..errors import CompileError, ConfigError, TuneBudgetError
 from ..build.prune import Prune
 from ..build.recipe import Recipe
+from ..errors import CompileError, ConfigError, TuneBudgetError
 from ..spec import InputSpec
+from .cache import TrialCache, array_digest, callable_identity, digest, toolchain_versions
+from .executors import Job, LocalExecutor, RayExecutor
 
 if TYPE_CHECKING:
     from ..benchmarks.report import Report, Row

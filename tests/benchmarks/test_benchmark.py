@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import Report
 from edgeship.benchmarks import Gates, classification_report, top1
 from edgeship.benchmarks.evaluate import cpu_flags

@@ -12,13 +12,11 @@ import json
 
 import numpy as np
 import pytest
-
+from conftest import CPU_TARGETS, target_param
 from edgeship import ConfigError
 from edgeship.benchmarks.suites import fidelity
 from edgeship.targets import get_target_class
 from edgeship.targets.onnxruntime import FLEET_SAFE_FLAVOURS
-
-from conftest import CPU_TARGETS, target_param
 
 needs_data = pytest.mark.skipif(not fidelity.DATA_DIR.is_dir(),
                                 reason=f"{fidelity.DATA_DIR} is absent (apt-get install dataset-fashion-mnist)")

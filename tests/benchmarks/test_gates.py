@@ -8,12 +8,10 @@ import json
 import math
 import shutil
 
-import pytest
-
 import edgeship
+import pytest
 from edgeship import ConfigError, Report
 from edgeship.benchmarks import GateResult, Gates, Tolerance
-
 from report_support import ABSENT_BUNDLE, make_report
 
 INT8, FP32, ORT = "digits openvino-cpu int8", "digits openvino-cpu fp32", "digits onnxruntime-cpu fp32"

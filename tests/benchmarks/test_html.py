@@ -12,10 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgeship.benchmarks import Gates
 from edgeship.benchmarks._html import pareto_png
-
 from report_support import make_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)

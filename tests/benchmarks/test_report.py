@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import ConfigError, Report
 from edgeship.benchmarks import METRICS, get_metric, top1, top1_agreement, top5
 from edgeship.benchmarks.report import REPORT_SCHEMA_VERSION
-
 from report_support import make_report
 
 # four samples, six classes; the ranking of each row is written out beside it

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgeship import ConfigError
-from edgeship.benchmarks import (bootstrap_interval, box_agreement, classification_report, detection_map,
-    detection_map_interval, measure_latency, wilson_interval)
+from edgeship.benchmarks import (
+    bootstrap_interval,
+    box_agreement,
+    classification_report,
+    detection_map,
+    detection_map_interval,
+    measure_latency,
+    wilson_interval,
+)
 from edgeship.measure.latency import latency_stats, measure_streams, peak_rss_mb
 from edgeship.measure.metrics import proportion_interval
 

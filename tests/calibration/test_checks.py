@@ -6,13 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
-from edgeship import ConfigError, InputSpec, Preprocess, demo
-from edgeship.calibration import CheckResult, check, from_arrays, from_folder
-from edgeship.calibration import _checks
-from edgeship.cli import main
-
 from calib_helpers import crops, photo_folder, photos, save, video_file  # noqa: F401
+from edgeship import ConfigError, InputSpec, Preprocess, demo
+from edgeship.calibration import CheckResult, _checks, check, from_arrays, from_folder
+from edgeship.cli import main
 
 SPEC = demo.DIGITS_SPEC  # raw uint8 NHWC -> (N, 1, 32, 32) in [-1, 1]
 

@@ -6,13 +6,21 @@ import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
-
+from calib_helpers import (  # noqa: F401
+    GRAY_FILES,
+    PHOTO_COUNT,
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    crops,
+    pan_frames,
+    photo_folder,
+    photos,
+    save,
+    video_file,
+)
 from edgeship import ConfigError, InputSpec, Preprocess
 from edgeship.calibration import CalibrationWarning, from_arrays, from_folder, from_video
-
-from calib_helpers import (GRAY_FILES, PHOTO_COUNT, VIDEO_FPS, VIDEO_FRAMES, crops, pan_frames,  # noqa: F401
-                           photo_folder, photos, save, video_file)
+from PIL import Image
 
 SPEC = InputSpec(shape=(None, 3, 64, 64), preprocess=Preprocess.imagenet())
 GRAY_SPEC = InputSpec(shape=(None, 1, 48, 48), preprocess=Preprocess(scale=1 / 255.0, mean=(0.5,), std=(0.5,),

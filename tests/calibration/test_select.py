@@ -7,11 +7,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
-
 from edgeship import ConfigError, demo
 from edgeship.calibration import from_arrays, from_dataset
 from edgeship.calibration._select import cheap_embedding, covering_radius, k_center, stratified_quotas
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 SPEC = demo.DIGITS_SPEC  # (None, 1, 32, 32), raw uint8 NHWC in
 

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
-
 from edgeship import ConfigError, InputSpec, Preprocess
 from edgeship.calibration import CalibrationSet, collect, from_arrays
+from torch.utils.data import DataLoader, TensorDataset
 
 SPEC = InputSpec(shape=(None, 3, 4, 4), preprocess=Preprocess(scale=1 / 255.0, mean=(0.5,), std=(0.5,)))
 

@@ -12,11 +12,9 @@ import io
 import tarfile
 
 import pytest
-
+from archive_support import folder_members
 from edgeship.bundle.archive import unpack
 from edgeship.errors import BundleIntegrityError
-
-from archive_support import folder_members
 
 
 def _tar_with(path, member: tarfile.TarInfo, data: bytes, fmt: int, bundle) -> None:

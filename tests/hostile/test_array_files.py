@@ -12,7 +12,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from edgeship._arrays import load_array_file, load_xy
 from edgeship.calibration import collect
 from edgeship.demo.digits import DIGITS_SPEC

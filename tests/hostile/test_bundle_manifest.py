@@ -16,10 +16,9 @@ import json
 import os
 import shutil
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship.errors import BundleIntegrityError
 
 

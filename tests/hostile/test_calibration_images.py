@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import warnings
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship.calibration import from_folder
-from edgeship.preprocess import MAX_IMAGE_PIXELS
 from edgeship.errors import ConfigError
+from edgeship.preprocess import MAX_IMAGE_PIXELS
 
 SPEC = edgeship.InputSpec(shape=(None, 3, 32, 32), preprocess=edgeship.Preprocess.imagenet())
 

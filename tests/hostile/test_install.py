@@ -13,13 +13,12 @@ import errno
 import os
 import shutil
 
-import pytest
-
 import edgeship
+import pytest
 from edgeship import BundleIntegrityError, ConfigError
-from edgeship.device import deploy
 from edgeship.bundle.archive import pack
 from edgeship.cli import main
+from edgeship.device import deploy
 from edgeship.device.deploy import history, install, set_release
 
 

@@ -22,9 +22,8 @@ import shutil
 
 import numpy as np
 import pytest
-
-from edgeship.cli import main
 from edgeship.bundle.signing import generate_keypair
+from edgeship.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,9 @@ import json
 
 import numpy as np
 import pytest
-
 from edgeship.cli import main
-from edgeship.errors import ConfigError
 from edgeship.device.serve import ModelServer
-
+from edgeship.errors import ConfigError
 from test_serve import request, running
 
 

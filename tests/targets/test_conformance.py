@@ -10,15 +10,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
-from edgeship import demo
-from edgeship import ConfigError, InputSpec, InputValidationError, RuntimeStateError, UnknownTargetError
-from edgeship.targets import RuntimeState, TensorInfo, get_target_class
-
 from conftest import ALL_TARGETS, CPU_TARGETS, SMALL_SPEC, run_python, target_param, torch_forward
+from edgeship import ConfigError, InputSpec, InputValidationError, RuntimeStateError, UnknownTargetError, demo
+from edgeship.targets import RuntimeState, TensorInfo, get_target_class
 
 TARGETS = [target_param(name) for name in ALL_TARGETS]
 FP32_TOL = {"rtol": 1e-4, "atol": 1e-4}

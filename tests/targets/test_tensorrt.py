@@ -3,10 +3,9 @@ the CPU); engine build and the TensorRT runtime run only where TensorRT and a GP
 
 from __future__ import annotations
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
 from edgeship import MissingDependencyError
 from edgeship.demo.digits import DIGITS_SPEC
 from edgeship.targets import get_target_class
