@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .._defaults import CALIBRATION_SIZE
 from .._lazy import require
 from ..errors import ConfigError
 from ..preprocess import to_channels
@@ -41,7 +42,7 @@ class CalibrationWarning(UserWarning):
 def from_folder(
     path: str | os.PathLike,
     spec: "InputSpec",
-    size: int = 300,
+    size: int = CALIBRATION_SIZE,
     select: str | None = "random",
     seed: int = 0,
     max_bad_fraction: float = 0.1,
@@ -83,7 +84,7 @@ def from_video(
     spec: "InputSpec",
     every: int | None = None,
     per_second: float | None = None,
-    size: int = 300,
+    size: int = CALIBRATION_SIZE,
     select: str | None = "random",
     seed: int = 0,
     max_bad_fraction: float = 0.1,
@@ -116,7 +117,7 @@ def from_arrays(
     x: Any,
     spec: "InputSpec",
     labels: Any = None,
-    size: int = 300,
+    size: int = CALIBRATION_SIZE,
     select: str | None = None,
     seed: int = 0,
     preprocess: bool = False,
@@ -155,7 +156,7 @@ def from_dataset(
     dataset: Any,
     spec: "InputSpec",
     labels: Any = None,
-    size: int = 300,
+    size: int = CALIBRATION_SIZE,
     select: str | None = None,
     seed: int = 0,
     preprocess: bool = False,
@@ -190,7 +191,7 @@ def from_dataset(
 def collect(
     source: Any,
     spec: "InputSpec",
-    size: int = 300,
+    size: int = CALIBRATION_SIZE,
     seed: int = 0,
     preprocess: bool = False,
 ) -> CalibrationSet:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._defaults import CALIBRATION_SIZE
 from .errors import ConfigError, EdgeshipError
 
 
@@ -521,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bgr-to-rgb", action="store_true", help="reverse the channel order of raw images")
     c.add_argument("--targets", default="openvino-cpu,onnxruntime-cpu", help="comma-separated target names")
     c.add_argument("--precision", default="int8", help="comma-separated: fp32, fp16, int8")
-    c.add_argument("--calibration-size", type=int, default=None, help="calibration subset size (default 300)")
+    c.add_argument("--calibration-size", type=int, default=None, help=f"calibration subset size (default {CALIBRATION_SIZE})")
     c.add_argument("--seed", type=int, default=None, help="seed of the calibration subset (default 0)")
     c.add_argument("--recipe", help="a recipe TOML file (calibration_size, seed, [prune] ...)")
     c.add_argument("--cpus", default=None,
@@ -598,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="validation .npz with 'x' and 'y'")
     s.add_argument("--raw", action="store_true", help="inputs are raw images; apply the bundle's preprocessing")
     s.add_argument("--metric", choices=["top1", "top5"], default="top1")
-    s.add_argument("--calibration-size", type=int, default=300)
+    s.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE)
     s.add_argument("--out", default=None, help="save the ranking as JSON")
     s.set_defaults(func=_cmd_sensitivity)
 
@@ -626,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--option", action="append", metavar="TARGET:NAME=V1[,V2...]",
                     help="sweep a runtime option of one target, e.g. openvino-cpu:inference_precision=f32,bf16 "
                          "(repeatable; the combinations are swept)")
-    tn.add_argument("--calibration-size", type=int, default=300)
+    tn.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE)
     tn.add_argument("--runs", type=int, default=100, help="timed calls per trial")
     tn.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
                     help="run trials on Ray: 'local' starts a cluster for the sweep, 'auto' joins the one running "
@@ -756,7 +757,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="preprocessing preset (default imagenet)")
     cc.add_argument("--resize", default=None, choices=["none", "imagenet", "letterbox", "stretch"],
                     help="override the preset's resize mode")
-    cc.add_argument("--size", type=int, default=300, help="samples drawn from each source (default 300)")
+    cc.add_argument("--size", type=int, default=CALIBRATION_SIZE,
+                    help=f"samples drawn from each source (default {CALIBRATION_SIZE})")
     cc.add_argument("--select", default="random", choices=["random", "diverse"])
     cc.add_argument("--seed", type=int, default=0)
     cc.add_argument("--every", type=int, default=None, help="videos: every N-th frame is a candidate (default all)")

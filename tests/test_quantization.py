@@ -121,3 +121,17 @@ def test_int8_compress_is_reproducible(digits_model, digits_data, digits_bundle,
     assert bundle.manifest["calibration"] == digits_bundle.manifest["calibration"]
     assert (bundle.artifact("onnxruntime-cpu", "int8")["files"]
             == digits_bundle.artifact("onnxruntime-cpu", "int8")["files"])
+
+
+def test_keep_fp_names_that_are_no_node_of_the_graph_are_refused(small_onnx, tmp_path):
+    """A misspelt layer name used to be ignored silently: the layer meant to stay FP was quantized."""
+    from edgeship import ConfigError, Recipe
+
+    from conftest import SMALL_SPEC
+
+    out = tmp_path / "never.edgeship"
+    with pytest.raises(ConfigError, match=r"keep_fp names \['no_such_conv'\]"):
+        edgeship.compress(small_onnx, input_spec=SMALL_SPEC, output=out, targets=["onnxruntime-cpu"], precision="int8",
+                          calibration=np.random.default_rng(0).random((8, 3, 16, 16), dtype=np.float32),
+                          recipe=Recipe(keep_fp=("no_such_conv",)), show_progress=False)
+    assert not out.exists()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._defaults import CALIBRATION_SIZE
 from ..errors import AccuracyBudgetError, ConfigError
 
 Predict = Callable[[np.ndarray], np.ndarray]  # model-ready inputs (N, ...) -> first output (N, ...)
@@ -169,7 +170,7 @@ def sensitivity(
     metric: str | Callable[[np.ndarray, np.ndarray], float] = "top1",
     *,
     input_spec: Any = None,
-    calibration_size: int = 300,
+    calibration_size: int = CALIBRATION_SIZE,
     seed: int = 0,
     raw_images: bool = False,
     show_progress: bool = True,

@@ -11,7 +11,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._defaults import CPU_TARGETS
 from .._fleet import cpu_flags, fleet
+from .._lazy import require
 from .._progress import console, progress
 from .._version import __version__
 from ..bundle.folder import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
@@ -20,7 +22,7 @@ from ..spec import InputSpec
 from .export import export_onnx, is_onnx_path
 from .recipe import Recipe
 
-DEFAULT_TARGETS = ("openvino-cpu", "onnxruntime-cpu")
+DEFAULT_TARGETS = CPU_TARGETS
 
 
 def compress(
@@ -114,7 +116,11 @@ def compress(
                     np.save(tmp / "anchors.npy", head.anchors, allow_pickle=False)
                     source_files["anchors.npy"] = sha256_file(tmp / "anchors.npy")
                     detection["anchors"] = "anchors.npy"
-            keep_fp = list(recipe.keep_fp) if recipe.keep_fp is not None else _automatic_keep_fp(tmp / SOURCE_ONNX, head)
+            if recipe.keep_fp is not None:
+                keep_fp = list(recipe.keep_fp)
+                _check_node_names(tmp / SOURCE_ONNX, keep_fp)
+            else:
+                keep_fp = _automatic_keep_fp(tmp / SOURCE_ONNX, head)
             bar.advance(task)
             entries = []
             for name, backend in backends.items():
@@ -214,6 +220,18 @@ def _is_detector(model: Any) -> bool:
     from ..tasks.detection import detector_family
 
     return not is_onnx_path(model) and detector_family(model) is not None
+
+
+def _check_node_names(onnx_path: Path, names: Sequence[str]) -> None:
+    """ConfigError for ``Recipe.keep_fp`` names that are no node of the exported graph (they used to be
+    ignored silently: the layer meant to stay in FP was quantized)."""
+    onnx = require("onnx", "checking Recipe.keep_fp")
+    nodes = [n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node]
+    unknown = [n for n in names if n not in set(nodes)]
+    if unknown:
+        raise ConfigError(f"Recipe.keep_fp names {unknown} that are no node of the exported ONNX graph; its nodes "
+                          f"include {nodes[:8]}{' ...' if len(nodes) > 8 else ''} "
+                          f"(`edgeship sensitivity` lists the quantizable ones)")
 
 
 def _automatic_keep_fp(onnx_path: Path, head: Any) -> list[str]:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .._defaults import CALIBRATION_SIZE
 from .._fleet import check_cpus
 from ..errors import ConfigError
 from .prune import Prune
@@ -40,7 +41,7 @@ class Recipe:
             FP16 artifact must keep on them, at build and on every device.
     """
 
-    calibration_size: int = 300
+    calibration_size: int = CALIBRATION_SIZE
     seed: int = 0
     prune: Prune | None = None
     max_drop: float | None = None
@@ -122,7 +123,7 @@ class Recipe:
     def from_toml(cls, path: str | os.PathLike) -> "Recipe":
         """Read a recipe from TOML, e.g.::
 
-            calibration_size = 300
+            calibration_size = CALIBRATION_SIZE
             [prune]
             ratio = 0.4
             importance = "l2"

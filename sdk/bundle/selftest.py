@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .._defaults import CALIBRATION_SIZE
 from ..errors import BundleIntegrityError, ConfigError, EdgeshipError, UnknownTargetError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def select_golden(spec: "InputSpec", *, validation: np.ndarray | None = None, ca
         from ..calibration import collect
 
         try:
-            calib = collect(calibration, spec, size=max(samples, 300), seed=seed, preprocess=preprocess)
+            calib = collect(calibration, spec, size=max(samples, CALIBRATION_SIZE), seed=seed, preprocess=preprocess)
         except EdgeshipError as exc:  # fp32-only compress never needed them; say why they were not used
             note = f"the calibration data could not be used: {exc}"
     if validation is not None:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._defaults import cache_dir
+from .._defaults import CPU_TARGETS, cache_dir
 from .._files import atomic_write
 from .._lazy import require
 from .._progress import console, progress
@@ -154,7 +154,7 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", cache_dir: str | os.PathLi
         input_spec=DIGITS_SPEC,
         calibration=x_train,
         preprocess_calibration=True,
-        targets=["openvino-cpu", "onnxruntime-cpu"],
+        targets=list(CPU_TARGETS),
         precision=["fp32", "int8"],
         output=out / "digits.edgeship",
         show_progress=show_progress,

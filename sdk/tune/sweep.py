@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .._defaults import CALIBRATION_SIZE, CPU_TARGETS
 from .._progress import console, progress
 from ..build.prune import Prune
 from ..build.recipe import Recipe
@@ -46,7 +47,7 @@ FALLBACK = "int8+fallback"
 PRECISION_CHOICES = ("fp32", "fp16", "int8", FALLBACK)
 _HIGHER = ("fp32", "fp16")  # what an INT8 variant must beat on latency to be chosen
 _MODIFICATION = {"fp32": 0, "fp16": 1, FALLBACK: 2, "int8": 3}  # among latency ties, the lowest wins
-_DEFAULT_TARGETS = ("openvino-cpu", "onnxruntime-cpu")
+_DEFAULT_TARGETS = CPU_TARGETS
 TUNE_SCHEMA_VERSION = 1
 _TIMELINE = ("submitted_at", "task_started_at", "task_finished_at", "received_at")
 
@@ -112,7 +113,7 @@ class SearchSpace:
     threads: ThreadChoices | Mapping[str, ThreadChoices] = (None,)
     options: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     prune: Prune | None = None
-    calibration_size: int = 300
+    calibration_size: int = CALIBRATION_SIZE
     seed: int = 0
 
     def __post_init__(self) -> None:
