@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Artifact, Runtime, RuntimeState, Target, TensorInfo
+from .base import Artifact, CompileRequest, Runtime, RuntimeState, Target, TensorInfo
 from .registry import PREFERENCE, get_target, get_target_class, list_targets, register_target
 
 # One line per backend module; each registers itself and imports its backend lazily.
@@ -10,6 +10,7 @@ from . import openvino, onnxruntime, tensorrt  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Artifact",
+    "CompileRequest",
     "Runtime",
     "RuntimeState",
     "Target",

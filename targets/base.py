@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -63,6 +63,25 @@ class Artifact:
     contents: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
 
+@dataclass(frozen=True)
+class CompileRequest:
+    """What a backend is asked to build: one precision of the FP32 ONNX graph, and how (see :meth:`Target.compile`).
+
+    ``options`` holds what only some targets read (TensorRT: ``dla_core``); a backend never imports the build
+    stage — the accuracy-aware steps come with ``accuracy``, an :class:`edgeship.build.accuracy.AccuracyControl`.
+    """
+
+    onnx_path: Path
+    spec: "InputSpec"
+    precision: str
+    calibration: "CalibrationSet | None" = None
+    accuracy: "AccuracyControl | None" = None
+    keep_fp: tuple[str, ...] = ()
+    fleet: "Fleet | None" = None
+    calibration_method: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Target(ABC):
     """A backend adapter, registered by name with ``@register_target``."""
 
@@ -103,21 +122,10 @@ class Target(ABC):
         return cls.availability()
 
     @abstractmethod
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        spec: "InputSpec",
-        precision: str,
-        calibration: "CalibrationSet | None",
-        accuracy: "AccuracyControl | None" = None,
-        keep_fp: Sequence[str] = (),
-        fleet: "Fleet | None" = None,
-        calibration_method: str = "auto",
-    ) -> Artifact:
-        """Build this target's artifact from the FP32 ONNX model into ``out_dir`` (relative file names).
+    def compile(self, request: "CompileRequest", out_dir: Path) -> Artifact:
+        """Build this target's artifact for ``request`` into ``out_dir`` (its files named relative to it).
 
-        ``keep_fp`` names ONNX nodes that INT8 must leave in floating point (e.g. a detector's heads).
+        ``request.keep_fp`` names ONNX nodes that INT8 must leave in floating point (e.g. a detector's heads).
         ``fleet`` is the CPUs the bundle will run on (``Recipe.cpus``, resolved): INT8 for a CPU target
         must be numerically safe on every one of them; ``artifact.options["flavour_choice"]`` says how.
         ``calibration_method`` ("auto", "minmax", "percentile", "entropy") is how activation ranges

@@ -27,7 +27,7 @@ from ..errors import CompileError, ConfigError
 from ..measure.fidelity import agreement as _agreement
 from ..measure.fidelity import agrees as _agrees
 from ..measure.fidelity import significantly_worse as _significantly_worse
-from .base import Artifact, Runtime, Target, TensorInfo
+from .base import Artifact, CompileRequest, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
@@ -71,21 +71,14 @@ class ONNXRuntimeCPU(Target):
         suffix = "" if cls.provider == "CPUExecutionProvider" else f" {cls.provider}"
         return True, f"onnxruntime {ort.__version__}{suffix}"
 
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        spec: "InputSpec",
-        precision: str,
-        calibration: "CalibrationSet | None",
-        accuracy: "AccuracyControl | None" = None,
-        keep_fp: Sequence[str] = (),
-        fleet: Fleet | None = None,
-        calibration_method: str = "auto",
-    ) -> Artifact:
+    def compile(self, request: CompileRequest, out_dir: Path) -> Artifact:
         """INT8 in the flavour that is exact on ``fleet`` (see ``StaticQuantizer.choose_flavour``);
         ``calibration_method`` "minmax" | "percentile" | "entropy", or "auto": chosen by fake-quant
         agreement on the validation inputs when ``accuracy`` brings them, else MinMax."""
+        onnx_path, spec, precision, calibration = (request.onnx_path, request.spec, request.precision,
+                                                   request.calibration)
+        accuracy, keep_fp, fleet, calibration_method = (request.accuracy, request.keep_fp, request.fleet,
+                                                        request.calibration_method)
         ort = _ort()
         out_dir.mkdir(parents=True, exist_ok=True)
         options: dict[str, Any] = {"execution_provider": "CPUExecutionProvider"}
@@ -415,9 +408,10 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
                 return False, f"{module} is not installed"
         return True, "graph only"
 
-    def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
-                calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
-                keep_fp: Sequence[str] = (), fleet: Fleet | None = None, calibration_method: str = "auto") -> Artifact:
+    def compile(self, request: CompileRequest, out_dir: Path) -> Artifact:
+        onnx_path, spec, precision, calibration = (request.onnx_path, request.spec, request.precision,
+                                                   request.calibration)
+        accuracy, keep_fp = request.accuracy, request.keep_fp
         if precision == "int8" and self.int8_graph == "s8s8":
             from .tensorrt import symmetric_qdq
 
@@ -437,8 +431,7 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
             artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
                                 {"graph": "float16, float32 inputs and outputs"})
         else:
-            artifact = super().compile(onnx_path, out_dir, spec, precision, calibration, accuracy, keep_fp, fleet,
-                                       calibration_method)
+            artifact = super().compile(request, out_dir)
             artifact.target = self.name
         artifact.options["execution_provider"] = self.provider
         return artifact

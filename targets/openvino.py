@@ -16,7 +16,7 @@ from .._fleet import fleet as resolve_fleet
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError
 from ..measure.fidelity import significantly_worse
-from .base import Artifact, Runtime, Target, TensorInfo
+from .base import Artifact, CompileRequest, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
@@ -78,21 +78,14 @@ class OpenVINOCPU(Target):
             return False, "OpenVINO reports no CPU device"
         return True, f"openvino {ov.__version__.split('-')[0]}"
 
-    def compile(
-        self,
-        onnx_path: Path,
-        out_dir: Path,
-        spec: "InputSpec",
-        precision: str,
-        calibration: "CalibrationSet | None",
-        accuracy: "AccuracyControl | None" = None,
-        keep_fp: Sequence[str] = (),
-        fleet: Fleet | None = None,
-        calibration_method: str = "auto",
-    ) -> Artifact:
+    def compile(self, request: CompileRequest, out_dir: Path) -> Artifact:
         """INT8 through NNCF with the overflow fix ``fleet`` needs; ``calibration_method`` picks NNCF's
         activation range estimator ("minmax", "percentile" = mean quantile, "entropy" = histogram), or
         "auto": NNCF's default, or with validation inputs (``accuracy``) the most faithful of all four."""
+        onnx_path, spec, precision, calibration = (request.onnx_path, request.spec, request.precision,
+                                                   request.calibration)
+        accuracy, keep_fp, fleet, calibration_method = (request.accuracy, request.keep_fp, request.fleet,
+                                                        request.calibration_method)
         ov = _ov()
         core = shared_core()
         try:

@@ -25,11 +25,10 @@ import numpy as np
 
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError, MissingDependencyError
-from .base import Artifact, Runtime, Target, TensorInfo
+from .base import Artifact, CompileRequest, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
-    from ..build.accuracy import AccuracyControl
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
@@ -134,12 +133,13 @@ class _TensorRTBase(Target):
                 return False, f"{module} is not installed"
         return True, "graph only" if not cls.availability()[0] else "graph and engine"
 
-    def compile(self, onnx_path: Path, out_dir: Path, spec: "InputSpec", precision: str,
-                calibration: "CalibrationSet | None", accuracy: "AccuracyControl | None" = None,
-                keep_fp: Sequence[str] = (), fleet: Any = None, calibration_method: str = "auto",
-                dla_core: int | None = None) -> Artifact:
+    def compile(self, request: CompileRequest, out_dir: Path) -> Artifact:
         """``fleet`` does not apply (TensorRT's INT8 runs on the GPU, not CPU kernels); the S8S8 graph is
         calibrated with MinMax whatever ``calibration_method`` says."""
+        onnx_path, spec, precision, calibration = (request.onnx_path, request.spec, request.precision,
+                                                   request.calibration)
+        accuracy, keep_fp = request.accuracy, request.keep_fp
+        dla_core = request.options.get("dla_core")
         out_dir.mkdir(parents=True, exist_ok=True)
         graph = out_dir / "model.onnx"
         if precision == "int8":

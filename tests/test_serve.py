@@ -17,17 +17,15 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import edgeship
 import numpy as np
 import pytest
-
-import edgeship
+from conftest import DIGIT_LABELS
 from edgeship.bundle.archive import pack
 from edgeship.device.deploy import install, rollback
-from edgeship.tasks.postprocess import Postprocess
 from edgeship.device.serve import ModelServer
 from edgeship.targets import get_target_class
-
-from conftest import DIGIT_LABELS
+from edgeship.tasks.postprocess import Postprocess
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from .._version import __version__
 from ..bundle.folder import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
 from ..errors import AccuracyBudgetError, ConfigError, LatencyBudgetError
 from ..spec import InputSpec
+from ..targets.base import CompileRequest
 from .export import export_onnx, is_onnx_path
 from .recipe import Recipe
 
@@ -127,10 +128,11 @@ def compress(
                 for p in precisions:
                     bar.update(task, description=f"compile {name} {p}")
                     rel_dir = Path(name) / p
-                    artifact = backend.compile(tmp / SOURCE_ONNX, tmp / rel_dir, spec, p, calib,
-                                               accuracy=control if p == "int8" else None,
-                                               keep_fp=keep_fp if p == "int8" else (), fleet=cpus,
-                                               calibration_method=recipe.calibration_method)
+                    request = CompileRequest(tmp / SOURCE_ONNX, spec, p, calib,
+                                             accuracy=control if p == "int8" else None,
+                                             keep_fp=tuple(keep_fp) if p == "int8" else (), fleet=cpus,
+                                             calibration_method=recipe.calibration_method)
+                    artifact = backend.compile(request, tmp / rel_dir)
                     record = artifact.options.get("accuracy")
                     if record is not None and not record["met"]:
                         raise AccuracyBudgetError(
@@ -356,8 +358,8 @@ def _search_ratio(model, spec, config, target_name, backend, precision, calib, c
             onnx_path = Path(tmp) / "model.onnx"
             _, _, head = _export(result.model, spec, onnx_path)
             keep_fp = _automatic_keep_fp(onnx_path, head) if precision == "int8" else ()
-            artifact = backend.compile(onnx_path, Path(tmp) / "artifact", spec, precision, calib, keep_fp=keep_fp,
-                                       fleet=cpus)
+            artifact = backend.compile(CompileRequest(onnx_path, spec, precision, calib, keep_fp=tuple(keep_fp),
+                                                      fleet=cpus), Path(tmp) / "artifact")
             with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
                 p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
         steps.append({"ratio": ratio, "p50_ms": p50, "meets": p50 <= config.latency_ms,

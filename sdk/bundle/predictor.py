@@ -12,7 +12,8 @@ the device sees the pixels calibration saw.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Predictor", "fit_image"]
 
 
-def fit_image(image: np.ndarray, spec: "InputSpec") -> np.ndarray:
+def fit_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """One raw (H, W, C) image at the spec's height and width when its preprocessing does not resize.
 
     Resized with :func:`edgeship.preprocess.resize_bilinear` (float32 out, values 0..255); returned as it
@@ -50,7 +51,7 @@ class Predictor:
     Not thread-safe beyond its Runtime: use one Predictor per Runtime.
     """
 
-    def __init__(self, bundle: Bundle, runtime: "Runtime") -> None:
+    def __init__(self, bundle: Bundle, runtime: Runtime) -> None:
         self.bundle, self.runtime, self.spec = bundle, runtime, bundle.spec
         self.labels: list[str] | None = read_labels(bundle.manifest)
         self.postprocess: Postprocess | None = Postprocess.of_manifest(bundle.manifest)

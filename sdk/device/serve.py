@@ -46,11 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle.folder import CURRENT, Bundle
-from ..errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
 from .._lazy import require
+from ..bundle.folder import CURRENT, Bundle
 from ..bundle.predictor import Predictor, fit_image
 from ..bundle.signing import configured_public_key
+from ..errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
 
 __all__ = ["ModelServer", "decode_body", "serve"]
 
@@ -58,6 +58,7 @@ API_KEY_ENV = "EDGESHIP_API_KEY"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
 from ..preprocess import MAX_IMAGE_PIXELS as _MAX_IMAGE_PIXELS  # one cap for files and requests
+
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 _DRAIN_LIMIT = 1 << 20  # refused bodies up to this size are drained (keep-alive); larger ones close the connection
 
@@ -152,12 +153,8 @@ class _Loaded:
         try:
             for _ in range(workers):
                 runtimes.append(bundle.load(target, precision, **options))
-        except BaseException:
-            for rt in runtimes:
-                rt.close()
-            raise
-        try:
-            self.predictors = {id(rt): Predictor(bundle, rt) for rt in runtimes}  # one per runtime (thread safety)
+            # one Predictor (what the outputs mean, detection included) per runtime: each runs on one thread
+            self.predictors = {id(rt): Predictor(bundle, rt) for rt in runtimes}
         except BaseException:
             for rt in runtimes:
                 rt.close()

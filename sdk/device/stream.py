@@ -1,8 +1,10 @@
 """Run a bundle over a video file, an RTSP/HTTP stream or a camera, one JSON line per processed frame.
 
 OpenCV (``pip install "edgeship[video]"``, imported only here) decodes the frames. Each frame is
-converted from OpenCV's BGR to RGB (grey for one-channel models) and preprocessed as the manifest
-says; when that preprocessing does not resize, frames are first resized to the input spec's size. A reader thread decodes while the model runs:
+converted from OpenCV's BGR to RGB (grey for one-channel models) and handed to
+:class:`edgeship.bundle.predictor.Predictor`: when the manifest's preprocessing does not resize, it resizes
+frames to the input spec's size with the preprocessing's own resizer, then preprocesses them as the manifest
+says. A reader thread decodes while the model runs:
 
 - live sources (camera index, ``rtsp://``, ``http(s)://``, or any source with ``live=True``) keep only
   the newest frame, so the output never falls behind; frames replaced before the model took them
@@ -12,7 +14,7 @@ says; when that preprocessing does not resize, frames are first resized to the i
 Each line: ``{"frame": index in the source, "timestamp": seconds (position in a file, wall-clock time
 for a live source), "results": [...]}`` (or ``"outputs"`` when the manifest records no postprocessing).
 A detection bundle's results are its boxes in the frame's own pixels (``{"detections": [{"box", "score",
-"index", "label"}]}``), decoded and NMS'd by :class:`edgeship.tasks.detection.Detector`.
+"index", "label"}]}``), decoded and NMS'd by :class:`edgeship.bundle.detector.Detector`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ import numpy as np
 
 from .._lazy import require
 from ..bundle.folder import Bundle
-from ..errors import ConfigError
-from ..tasks.postprocess import Postprocess, detection_results, read_labels
+from ..bundle.predictor import Predictor
 from ..bundle.signing import configured_public_key
+from ..errors import ConfigError
 
 __all__ = ["StreamStats", "run_stream"]
 
@@ -147,7 +149,7 @@ class _Reader(threading.Thread):
 
 
 def _frame_to_raw(cv2: Any, frame: np.ndarray, spec: Any) -> np.ndarray:
-    """A BGR frame -> a raw RGB (or grey) HWC uint8 image of the spec's height and width."""
+    """A BGR frame -> a raw RGB (or grey) HWC uint8 image at its own size (the Predictor fits it to the spec's)."""
     if spec.preprocess is None:
         raise ConfigError("this bundle's input spec has no preprocessing, so raw video frames cannot be fed to it")
     channels = spec.channels
@@ -157,10 +159,6 @@ def _frame_to_raw(cv2: Any, frame: np.ndarray, spec: Any) -> np.ndarray:
         image = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.shape[2] == 3 else frame[..., 0]
     else:
         image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    height, width = (spec.shape[2], spec.shape[3]) if spec.layout == "NCHW" else (spec.shape[1], spec.shape[2])
-    own_resize = getattr(spec.preprocess, "resize", "none") != "none"  # the manifest's preprocessing resizes
-    if not own_resize and height is not None and width is not None and image.shape[:2] != (height, width):
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     if image.ndim == 2:
         image = image[..., None]
     return np.ascontiguousarray(image, dtype=np.uint8)
@@ -196,19 +194,13 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
         if not ok:
             raise ConfigError(f"OpenCV cannot open video file {opened!r} (not a video, or a codec it lacks)")
     bundle = Bundle.open(path, public_key=configured_public_key(public_key))
-    post = Postprocess.of_manifest(bundle.manifest)
-    labels = read_labels(bundle.manifest)
     stats = StreamStats()
     own = not hasattr(out, "write")
     sink: IO[str] = (sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")) if own else out  # type: ignore[assignment]
     reader = _Reader(cv2, opened, is_live, max_reconnects, backoff, stats)
     try:
         with bundle.load(target, precision, **options) as rt:
-            detector = None
-            if bundle.manifest.get("detection"):  # boxes decoded, NMS'd and mapped back to the frame's pixels
-                from ..bundle.detector import Detector
-
-                detector = Detector(bundle, runtime=rt)
+            predictor = Predictor(bundle, rt)
             reader.start()
             while True:
                 item = reader.take()
@@ -216,14 +208,7 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
                     break
                 index, stamp, frame = item
                 raw = _frame_to_raw(cv2, frame, bundle.spec)
-                line: dict[str, Any] = {"frame": index, "timestamp": round(stamp, 6)}
-                if detector is not None:
-                    line["results"] = detection_results(detector([raw]), labels)
-                elif post is not None:
-                    line["results"] = post.apply(rt.run(raw[None], preprocess=True), labels)
-                else:
-                    outputs = rt.run(raw[None], preprocess=True)
-                    line["outputs"] = {name: value.tolist() for name, value in outputs.items()}
+                line: dict[str, Any] = {"frame": index, "timestamp": round(stamp, 6), **predictor.predict([raw])}
                 sink.write(json.dumps(line) + "\n")
                 sink.flush()
                 stats.processed += 1
