@@ -268,7 +268,7 @@ def _reference_runtime(bundle: Bundle, reference: Any, threads: int | None):
         return TorchRuntime(reference, bundle.spec, threads=threads), "torch"
     from ..targets.onnxruntime import ONNXRuntimeRuntime
 
-    bundle.verify({"files": bundle.manifest["source"]["files"]})
+    bundle.verify({"files": bundle.manifest.source_files})
     return ONNXRuntimeRuntime(bundle.source_onnx, bundle.spec, "fp32", threads=threads), "onnxruntime-cpu"
 
 

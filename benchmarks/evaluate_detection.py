@@ -54,11 +54,11 @@ def benchmark_detection(
     with progress(show_progress) as bar:
         task = bar.add_task("benchmark detection", total=sum(1 + len(b.variants) for b in opened))
         for bundle in opened:
-            if bundle.manifest.get("task") != "detection":
+            if bundle.manifest.task != "detection":
                 raise ConfigError(f"{bundle.path} is not a detection bundle; use edgeship.benchmark for classifiers")
             name = bundle.path.name.removesuffix(".edgeship")
             manifest_sha = sha256_file(bundle.path / MANIFEST)
-            bundle.verify({"files": bundle.manifest["source"]["files"]})
+            bundle.verify({"files": bundle.manifest.source_files})
             reference_rt = ONNXRuntimeRuntime(bundle.source_onnx, bundle.spec, "fp32", threads=threads)
             with Detector(bundle, runtime=reference_rt) as reference:
                 ref_row, ref_dets = _measure(reference, images, ground_truth, None, runs, warmup)

@@ -314,7 +314,7 @@ def _check_integrity(report: "Report", gates: Gates, result: GateResult) -> None
         try:
             bundle = Bundle.open(r.bundle)
             if r.is_reference:
-                bundle.verify({"files": bundle.manifest["source"]["files"]})
+                bundle.verify({"files": bundle.manifest.source_files})
             else:
                 bundle.verify(bundle.artifact(r.target, r.precision))
         except (BundleIntegrityError, ConfigError, OSError) as exc:

@@ -14,7 +14,7 @@ import openvino
 import pytest
 from conftest import CPU_TARGETS, SMALL_SPEC
 from edgeship import BundleIntegrityError, CompileError, ConfigError, InputSpec, demo
-from edgeship.bundle.folder import MANIFEST, SCHEMA_VERSION
+from edgeship.bundle.manifest import MANIFEST, SCHEMA_VERSION
 from edgeship.calibration import collect
 from onnx import TensorProto, helper
 
@@ -319,3 +319,25 @@ def test_existing_non_bundle_output_not_overwritten(small_cnn, tmp_path, existin
     else:
         assert leftovers(out) == []
     assert leftovers(tmp_path) == ["precious"]
+
+
+def test_the_manifest_is_one_validated_read_only_type(digits_bundle, tmp_path):
+    """edgeship.bundle.manifest owns the manifest: parsed and checked once, typed accessors, one writer."""
+    import json
+    import pickle
+
+    from edgeship.bundle.manifest import Manifest, write_manifest
+    from edgeship.errors import BundleIntegrityError
+
+    manifest = digits_bundle.manifest
+    assert isinstance(manifest, Manifest) and manifest.task == "classification"
+    assert [(a["target"], a["precision"]) for a in manifest.artifacts] == digits_bundle.variants
+    assert manifest.source_file in manifest.source_files and manifest.input_spec == manifest["input_spec"]
+    with pytest.raises(TypeError, match="read-only"):
+        manifest["labels"] = ["x"]
+    assert json.loads(json.dumps(manifest)) == manifest.to_dict() == pickle.loads(pickle.dumps(manifest))
+    doc = manifest.to_dict()
+    doc["artifacts"][0]["files"] = {"../outside.onnx": "0" * 64}
+    with pytest.raises(BundleIntegrityError, match="outside the bundle"):
+        write_manifest(tmp_path, doc)  # the writer validates what it writes
+    assert not (tmp_path / "manifest.json").exists()

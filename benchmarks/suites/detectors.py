@@ -84,7 +84,7 @@ def measure_detector(name: str, size: tuple[int, int], runs: int, threads: int, 
                 continue
             bundles[target, precision] = (bundle, time.perf_counter() - start)
     for (target, precision), (bundle, compress_s) in bundles.items():
-        family = bundle.manifest["detection"]["head"]["family"]
+        family = bundle.manifest.detection["head"]["family"]
         graph = "whole graph (NMS inside)" if family == "graph" else "dense + edgeship postprocessing"
         try:
             with Detector(bundle, target, precision, threads=threads) as det:

@@ -198,7 +198,7 @@ def sensitivity(
         onnx_path, spec = Path(model), input_spec
     else:
         bundle = model if isinstance(model, Bundle) else Bundle.open(model)
-        bundle.verify({"files": bundle.manifest["source"]["files"]})
+        bundle.verify({"files": bundle.manifest.source_files})
         onnx_path, spec = bundle.source_onnx, input_spec or bundle.spec
     from ..targets.onnxruntime import StaticQuantizer
 

@@ -16,7 +16,8 @@ from .._fleet import cpu_flags, fleet
 from .._lazy import require
 from .._progress import console, progress
 from .._version import __version__
-from ..bundle.folder import SCHEMA_VERSION, SOURCE_ONNX, Bundle, atomic_folder, sha256_file, write_manifest
+from ..bundle.folder import SOURCE_ONNX, Bundle, atomic_folder, sha256_file
+from ..bundle.manifest import SCHEMA_VERSION, write_manifest
 from ..errors import AccuracyBudgetError, ConfigError, LatencyBudgetError
 from ..spec import InputSpec
 from ..targets.base import CompileRequest

@@ -8,7 +8,8 @@ device side, which installs and serves them.
 
 from __future__ import annotations
 
-from .folder import CURRENT, MANIFEST, SCHEMA_VERSION, SOURCE_ONNX, Bundle, load_entry, open_bundle, sha256_file
+from .folder import CURRENT, SOURCE_ONNX, Bundle, load_entry, open_bundle, sha256_file
+from .manifest import MANIFEST, SCHEMA_VERSION, Manifest, write_manifest
 
-__all__ = ["CURRENT", "MANIFEST", "SCHEMA_VERSION", "SOURCE_ONNX", "Bundle", "load_entry", "open_bundle",
-           "sha256_file"]
+__all__ = ["CURRENT", "MANIFEST", "SCHEMA_VERSION", "SOURCE_ONNX", "Bundle", "Manifest", "load_entry", "open_bundle",
+           "sha256_file", "write_manifest"]

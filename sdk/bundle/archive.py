@@ -88,7 +88,7 @@ def pack(bundle: str | os.PathLike | Bundle, output: str | os.PathLike, *, sign_
     else:
         sig_path = b.path / SIGNATURE_FILE
         signature = sig_path.read_bytes() if sig_path.is_file() else None
-    files = sorted(set(b.manifest["source"]["files"]) | {f for e in b.manifest["artifacts"] for f in e["files"]})
+    files = sorted(set(b.manifest.source_files) | {f for e in b.manifest.artifacts for f in e["files"]})
 
     with atomic_write(output) as raw, _compressed_writer(raw, kind) as sink:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -262,7 +262,7 @@ def verify_folder(root: Path, public_key: Any = None, where: str | None = None) 
         raise BundleIntegrityError(f"{where} holds no {MANIFEST} at its root; it is not an edgeship bundle archive")
     bundle = Bundle.open(root, public_key=public_key)
     bundle.verify()
-    listed = set(bundle.manifest["source"]["files"]) | {f for e in bundle.manifest["artifacts"] for f in e["files"]}
+    listed = set(bundle.manifest.source_files) | {f for e in bundle.manifest.artifacts for f in e["files"]}
     listed |= {MANIFEST, SIGNATURE_FILE}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()

@@ -23,10 +23,10 @@ class Detector:
                  runtime: Any = None, **options: Any) -> None:
         """Load ``bundle`` on ``target`` (``runtime``: run an already loaded Runtime of it instead)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        entry = self.bundle.manifest.get("detection")
+        entry = self.bundle.manifest.detection
         if entry is None:
             raise ConfigError(f"{self.bundle.path} is not a detection bundle (its manifest has no 'detection' entry)")
-        self.bundle.verify({"files": self.bundle.manifest["source"]["files"]})  # the anchors are hashed there
+        self.bundle.verify({"files": self.bundle.manifest.source_files})  # the anchors are hashed there
         anchors = None
         if entry.get("anchors"):
             anchors = np.load(self.bundle.path / entry["anchors"], allow_pickle=False)

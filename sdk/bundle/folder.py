@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -28,11 +26,8 @@ from typing import Any, Iterator
 
 from ..errors import BundleIntegrityError, ConfigError, UnknownTargetError
 from ..spec import InputSpec
+from .manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 
-SCHEMA_VERSION = 1
-MAX_MANIFEST_BYTES = 8 << 20  # manifests are a few KB to a few hundred KB (tune and accuracy records)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-MANIFEST = "manifest.json"
 SOURCE_ONNX = "model.onnx"
 CURRENT = "current"  # in an install root, the link to the version that serves
 
@@ -48,10 +43,10 @@ def sha256_file(path: Path) -> str:
 class Bundle:
     """A compiled model on disk. Open with :func:`edgeship.open_bundle` or get one from ``compress``."""
 
-    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike, manifest: Manifest) -> None:
         self.path = Path(path)
         self.manifest = manifest
-        self.spec = InputSpec.from_dict(manifest["input_spec"])
+        self.spec = InputSpec.from_dict(manifest.input_spec)
 
     #: fingerprint of the key whose signature was verified when the bundle was opened; None if none was checked
     signed_by: str | None = None
@@ -83,13 +78,7 @@ class Bundle:
             sig_path = root / SIGNATURE_FILE
             signed_by = verify_manifest(data, sig_path.read_bytes() if sig_path.is_file() else None, public_key,
                                         where=f"bundle {root}")
-        try:
-            manifest = json.loads(data.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleIntegrityError(f"{root / MANIFEST} is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise BundleIntegrityError(f"{root / MANIFEST} is JSON nested too deeply to be a manifest") from None
-        _check_manifest(manifest, root)
+        manifest = parse_manifest(data, root / MANIFEST)
         try:
             bundle = cls(root, manifest)
         except (ConfigError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -101,22 +90,22 @@ class Bundle:
     # -- what is inside -------------------------------------------------------------------
     @property
     def artifacts(self) -> list[dict[str, Any]]:
-        return list(self.manifest["artifacts"])
+        return list(self.manifest.artifacts)
 
     @property
     def variants(self) -> list[tuple[str, str]]:
         """(target, precision) pairs, in the order they were compiled."""
-        return [(a["target"], a["precision"]) for a in self.manifest["artifacts"]]
+        return [(a["target"], a["precision"]) for a in self.manifest.artifacts]
 
     @property
     def source_onnx(self) -> Path:
-        return self.path / self.manifest["source"]["file"]
+        return self.path / self.manifest.source_file
 
     def artifact(self, target: str | None = None, precision: str | None = None) -> dict[str, Any]:
         """The manifest entry for (target, precision); None picks the best available here / the first compiled."""
         from ..targets import PREFERENCE, get_target_class
 
-        entries = self.manifest["artifacts"]
+        entries = self.manifest.artifacts
         if target is None:
             present = [a["target"] for a in entries]
             order = [t for t in PREFERENCE if t in present] + [t for t in dict.fromkeys(present) if t not in PREFERENCE]
@@ -140,8 +129,8 @@ class Bundle:
 
     def verify(self, entry: dict[str, Any] | None = None) -> None:
         """Check the SHA-256 of every file of ``entry`` (default: every file in the bundle)."""
-        entries = [entry] if entry is not None else self.manifest["artifacts"]
-        files = dict(self.manifest["source"]["files"]) if entry is None else {}
+        entries = [entry] if entry is not None else self.manifest.artifacts
+        files = dict(self.manifest.source_files) if entry is None else {}
         for e in entries:
             files.update(e["files"])
         for rel, expected in files.items():
@@ -231,65 +220,6 @@ def resolve_install_root(path: Path) -> Path:
     return path
 
 
-def _check_manifest(manifest: Any, root: Path) -> None:
-    where = root / MANIFEST
-    if not isinstance(manifest, dict):
-        raise BundleIntegrityError(f"{where} must hold a JSON object")
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleIntegrityError(
-            f"{where} has schema_version {version!r}; this edgeship reads schema_version {SCHEMA_VERSION}"
-        )
-    for key in ("input_spec", "source", "artifacts"):
-        if key not in manifest:
-            raise BundleIntegrityError(f"{where} lacks '{key}'")
-    entries = manifest["artifacts"]
-    if not isinstance(entries, list) or not entries:
-        raise BundleIntegrityError(f"{where} lists no artifacts")
-    if not isinstance(manifest["input_spec"], dict):
-        raise BundleIntegrityError(f"{where}: input_spec must be an object, got {manifest['input_spec']!r:.100}")
-    for entry in [manifest["source"], *entries]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
-            raise BundleIntegrityError(f"{where} has a malformed entry: {entry!r:.200}")
-        for rel, digest in entry["files"].items():
-            _check_relative(rel, where)
-            if not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
-                raise BundleIntegrityError(f"{where}: the SHA-256 of {rel!r} must be 64 hex digits, got {digest!r:.80}")
-        if "options" in entry and not isinstance(entry["options"], dict):
-            raise BundleIntegrityError(f"{where}: artifact options must be an object, got {entry['options']!r:.80}")
-    source = manifest["source"]
-    if not isinstance(source.get("file"), str):
-        raise BundleIntegrityError(f"{where}: source.file must be a file name, got {source.get('file')!r}")
-    _check_relative(source["file"], where)
-    if source["file"] not in source["files"]:
-        raise BundleIntegrityError(f"{where}: source.file {source['file']!r} is not among the hashed source.files")
-    _check_selftest(manifest.get("selftest"), source["files"], where)
-    for entry in entries:
-        for key in ("target", "precision", "dir"):
-            if not isinstance(entry.get(key), str):
-                raise BundleIntegrityError(f"{where} has an artifact without '{key}'")
-        _check_relative(entry["dir"], where)
-        for rel in entry["files"]:
-            if not PurePosixPath(rel).is_relative_to(PurePosixPath(entry["dir"])):
-                raise BundleIntegrityError(f"{where}: artifact file {rel!r} is not inside its folder {entry['dir']!r}")
-
-
-def _check_selftest(section: Any, hashed: dict[str, Any], where: Path) -> None:
-    """The self-test section names only files that are hashed among ``source.files`` (absent in older bundles)."""
-    if section is None or (isinstance(section, dict) and set(section) == {"skipped"}):
-        return
-    if not isinstance(section, dict) or not isinstance(section.get("inputs"), str) \
-            or not isinstance(section.get("references"), list) or not isinstance(section.get("outputs"), list):
-        raise BundleIntegrityError(f"{where} has a malformed selftest entry: {section!r:.200}")
-    files = [section["inputs"], *section["references"]] + ([section["counts"]] if section.get("counts") else [])
-    for rel in files:
-        if not isinstance(rel, str):
-            raise BundleIntegrityError(f"{where}: selftest names {rel!r}, not a file name")
-        _check_relative(rel, where)
-        if rel not in hashed:
-            raise BundleIntegrityError(f"{where}: selftest file {rel!r} is not among the hashed source.files")
-
-
 def _check_inside(root: Path, rel: str) -> None:
     """``root / rel`` is a plain file reached without symlinks and resolving inside ``root``: a link in a
     bundle folder would make the hash check read one file and the backend another, or leave the bundle."""
@@ -301,12 +231,6 @@ def _check_inside(root: Path, rel: str) -> None:
                                        "bundles hold plain files only")
     if path.exists() and not path.resolve().is_relative_to(root.resolve()):
         raise BundleIntegrityError(f"bundle {root}: {rel} resolves outside the bundle")
-
-
-def _check_relative(rel: str, where: Path) -> None:
-    p = PurePosixPath(rel)
-    if not isinstance(rel, str) or p.is_absolute() or ".." in p.parts or "\\" in rel or not rel:
-        raise BundleIntegrityError(f"{where} names a file outside the bundle: {rel!r}")
 
 
 @contextlib.contextmanager
@@ -340,9 +264,6 @@ def atomic_folder(output: Path) -> Iterator[Path]:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
 
-
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def open_bundle(path: str | os.PathLike, public_key: Any = None) -> Bundle:

@@ -56,7 +56,7 @@ class Predictor:
         self.labels: list[str] | None = read_labels(bundle.manifest)
         self.postprocess: Postprocess | None = Postprocess.of_manifest(bundle.manifest)
         self.detector: Any = None
-        if bundle.manifest.get("detection"):  # boxes decoded, NMS'd and mapped back to the image's pixels
+        if bundle.manifest.detection:  # boxes decoded, NMS'd and mapped back to the image's pixels
             from .detector import Detector
 
             self.detector = Detector(bundle, runtime=runtime)

@@ -232,11 +232,11 @@ class Golden:
 
 def load_golden(bundle: "Bundle") -> Golden | None:
     """The bundle's golden inputs and references, their SHA-256 checked first; None when it carries none."""
-    section = bundle.manifest.get("selftest")
+    section = bundle.manifest.selftest
     if not isinstance(section, dict) or "inputs" not in section:
         return None
     files = [section["inputs"], *section["references"]] + ([section["counts"]] if section.get("counts") else [])
-    bundle.verify({"files": {rel: bundle.manifest["source"]["files"][rel] for rel in files}})
+    bundle.verify({"files": {rel: bundle.manifest.source_files[rel] for rel in files}})
     inputs = _read(bundle, section["inputs"])
     stored = [_read(bundle, rel) for rel in section["references"]]
     counts = _read(bundle, section["counts"]) if section.get("counts") else None
@@ -273,14 +273,14 @@ def _read(bundle: "Bundle", rel: str) -> np.ndarray:
 
 
 def _detection_head(bundle: "Bundle") -> Any:
-    entry = bundle.manifest.get("detection")
+    entry = bundle.manifest.detection
     if not entry:
         return None
     from ..tasks.detection import DetectionHead
 
     anchors = None
     if entry.get("anchors"):
-        bundle.verify({"files": {entry["anchors"]: bundle.manifest["source"]["files"][entry["anchors"]]}})
+        bundle.verify({"files": {entry["anchors"]: bundle.manifest.source_files[entry["anchors"]]}})
         anchors = _read(bundle, entry["anchors"])
     return DetectionHead.from_dict(entry["head"], anchors)
 
@@ -432,12 +432,12 @@ def verify_bundle(bundle: "Bundle", target: str | None = None, precision: str | 
     from ..measure.latency import measure_latency
     from ..targets import get_target_class
 
-    entries = [e for e in bundle.manifest["artifacts"]
+    entries = [e for e in bundle.manifest.artifacts
                if (target is None or e["target"] == target) and (precision is None or e["precision"] == precision)]
     if not entries:
         raise UnknownTargetError(f"bundle {bundle.path} has no artifact for target={target!r} precision={precision!r}; "
                                  f"it has {bundle.variants}")
-    section = bundle.manifest.get("selftest")
+    section = bundle.manifest.selftest
     golden = load_golden(bundle)
     flags = cpu_flags()
     results = []

@@ -179,7 +179,7 @@ def choice_key(bundle: "Bundle", target: str | None = None, options: Mapping[str
     this CPU's flags, the backend versions, and the request (target, runtime options)."""
 
     backends = {}
-    for name in [target] if target else sorted({e["target"] for e in bundle.manifest["artifacts"]}):
+    for name in [target] if target else sorted({e["target"] for e in bundle.manifest.artifacts}):
         try:
             ok, info = get_target_class(name).availability()
         except UnknownTargetError:

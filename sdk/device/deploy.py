@@ -33,7 +33,8 @@ from typing import Any, Iterator, Sequence
 
 from .._files import fsync_dir, write_atomic
 from ..bundle.archive import ArchiveLimits, extracted
-from ..bundle.folder import CURRENT, MANIFEST, Bundle
+from ..bundle.folder import CURRENT, Bundle
+from ..bundle.manifest import MANIFEST, manifest_bytes
 from ..bundle.signing import SIGNATURE_FILE, configured_public_key, sign_manifest
 from ..errors import BundleIntegrityError, ConfigError, SelfTestError
 from ..tasks.postprocess import Postprocess
@@ -337,7 +338,7 @@ def set_postprocess(bundle: str | os.PathLike, *, labels: Sequence[str] | None =
     ``edgeship pack --sign``).
     """
     b = Bundle.open(bundle)
-    manifest = dict(b.manifest)
+    manifest = b.manifest.to_dict()
     if labels is not None:
         labels = [str(x) for x in labels]
         if not labels:
@@ -355,7 +356,7 @@ def set_release(bundle: str | os.PathLike, number: int, *, name: str | None = No
     if isinstance(number, bool) or not isinstance(number, int) or number < 0:
         raise ConfigError(f"a release number is an integer >= 0, got {number!r}")
     b = Bundle.open(bundle)
-    manifest = dict(b.manifest)
+    manifest = b.manifest.to_dict()
     model = name or str(manifest.get("model") or b.path.name.removesuffix(".edgeship"))
     if not model.strip():
         raise ConfigError("a release needs a model name")
@@ -375,7 +376,7 @@ def release_of(manifest: dict[str, Any]) -> tuple[str, int] | None:
 
 
 def _rewrite_manifest(b: Bundle, manifest: dict[str, Any], sign_key: Any) -> Bundle:
-    data = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    data = manifest_bytes(manifest)
     signature = sign_manifest(data, sign_key) if sign_key is not None else None
     if signature is None:  # unsigned before the manifest changes: never a stale signature beside it
         with contextlib.suppress(FileNotFoundError):
