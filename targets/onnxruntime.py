@@ -27,6 +27,7 @@ from ..errors import CompileError, ConfigError
 from ..measure.fidelity import agreement as _agreement
 from ..measure.fidelity import agrees as _agrees
 from ..measure.fidelity import significantly_worse as _significantly_worse
+from ._onnx_graphs import calibration_reader, float16_graph, symmetric_qdq
 from .base import Artifact, CompileRequest, Runtime, Target, TensorInfo
 from .registry import register_target
 
@@ -125,21 +126,6 @@ class ONNXRuntimeCPU(Target):
 
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def calibration_reader(spec: "InputSpec", calibration: "CalibrationSet") -> Any:
-    """ONNX Runtime's CalibrationDataReader over edgeship's calibration samples, one pass."""
-    quantization = require("onnxruntime.quantization", "INT8 quantization")
-
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self._samples = iter(calibration.samples)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            sample = next(self._samples, None)
-            return None if sample is None else {spec.name: sample}
-
-    return Reader()
 
 
 @dataclass(frozen=True)
@@ -413,8 +399,6 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
                                                    request.calibration)
         accuracy, keep_fp = request.accuracy, request.keep_fp
         if precision == "int8" and self.int8_graph == "s8s8":
-            from .tensorrt import symmetric_qdq
-
             if calibration is None:
                 raise ConfigError(f"int8 on {self.name} needs calibration data")
             if accuracy is not None:
@@ -424,8 +408,6 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
             artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
                                 {"quant_format": "QDQ", "activations": "int8 symmetric", "weights": "int8 per-channel"})
         elif precision == "fp16":
-            from .tensorrt import float16_graph
-
             out_dir.mkdir(parents=True, exist_ok=True)
             float16_graph(onnx_path, out_dir / "model.onnx")
             artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},

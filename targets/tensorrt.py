@@ -19,23 +19,22 @@ import json
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .._lazy import is_installed, require
 from ..errors import CompileError, ConfigError, MissingDependencyError
+from ._onnx_graphs import float16_graph, symmetric_qdq
 from .base import Artifact, CompileRequest, Runtime, Target, TensorInfo
 from .registry import register_target
 
 if TYPE_CHECKING:
-    from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
 WORKSPACE_BYTES = 2 << 30
 OPT_LEVEL = 3
 MAX_BATCH = 32  # the optimization profile's max for a dynamic batch dim (opt = 1)
-TRT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _trt():
@@ -57,54 +56,6 @@ def gpu_identity(device: int = 0) -> dict[str, Any]:
         raise MissingDependencyError("no CUDA GPU is visible to torch")
     major, minor = torch.cuda.get_device_capability(device)
     return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
-
-
-def symmetric_qdq(src: Path, dst: Path, spec: "InputSpec", calibration: "CalibrationSet",
-                  exclude: Sequence[str] = ()) -> None:
-    """The INT8 graph TensorRT builds from: S8S8 Q/DQ, zero-point 0, per-channel weights, inputs of Conv/Gemm/MatMul."""
-    require("onnx", "the TensorRT INT8 graph")
-    quantization = require("onnxruntime.quantization", "the TensorRT INT8 graph")
-    import tempfile
-
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .onnxruntime import calibration_reader
-
-    with tempfile.TemporaryDirectory(prefix="edgeship-trt-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        try:
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True, skip_optimization=True)
-            quantization.quantize_static(
-                str(prepared), str(dst), calibration_reader(spec, calibration),
-                quant_format=quantization.QuantFormat.QDQ,
-                activation_type=quantization.QuantType.QInt8,
-                weight_type=quantization.QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=list(TRT_QUANTIZED_OPS),
-                nodes_to_exclude=list(exclude) or None,
-                calibrate_method=quantization.CalibrationMethod.MinMax,
-                extra_options={
-                    "ActivationSymmetric": True,
-                    "WeightSymmetric": True,
-                    "OpTypesToExcludeOutputQuantization": list(TRT_QUANTIZED_OPS),  # Q/DQ on inputs only
-                    "QuantizeBias": False,  # TensorRT fuses a float bias
-                },
-            )
-        except Exception as exc:
-            raise CompileError(f"building the symmetric Q/DQ graph for TensorRT failed: {exc}") from exc
-
-
-def float16_graph(src: Path, dst: Path) -> None:
-    """The graph in float16 with float32 inputs and outputs (what a strongly typed FP16 engine needs)."""
-    onnx = require("onnx", "the TensorRT FP16 graph")
-    require("onnxruntime", "the TensorRT FP16 graph")
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    try:
-        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-        onnx.save(model, str(dst))
-    except Exception as exc:
-        raise CompileError(f"converting the graph to float16 failed: {exc}") from exc
 
 
 class _TensorRTBase(Target):
