@@ -33,7 +33,7 @@ def remote_benchmark(data: bytes, sha256: str, name: str, target: str, inputs: A
     """The body of one Ray task: unpack the bundle it was sent (into a folder named as the driver's, which
     names the rows), benchmark ``target`` on it, return the rows (as dicts), this host and its environment —
     or the error, and whether another attempt may pass."""
-    from .evaluate import benchmark
+    from .evaluate import benchmark  # back-edge: a Ray task runs the local benchmark on its node
 
     timer = watchdog(timeout_s)
     host = socket.gethostname()
@@ -62,7 +62,7 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
                      sign_key: Any = None) -> Report:
     """Measure every (bundle, target) as a Ray task and assemble one report (see the module doc)."""
     from ..targets import list_targets
-    from .evaluate import _finish
+    from .evaluate import _finish  # back-edge: the same finishing step as a local run
 
     wanted = list(dict.fromkeys(t for b in bundles for t, _ in b.variants if targets is None or t in targets))
     if not wanted:

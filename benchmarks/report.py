@@ -203,7 +203,7 @@ class Report:
 
     def check(self, gates: "Gates") -> "GateResult":
         """Judge this report against ``gates``; the result says which row failed which gate (never raises on failure)."""
-        from .gates import check
+        from .gates import check  # back-edge: gates read reports; Report.check hands off to them
 
         return check(self, gates)
 
@@ -400,7 +400,7 @@ class Report:
 
     def to_html(self, gate_result: "GateResult | None" = None) -> str:
         """A self-contained HTML page (plot inlined) — needs ``edgeship[report]`` (jinja2, matplotlib)."""
-        from ._html import render_html
+        from ._html import render_html  # back-edge: the HTML page renders a report
 
         return render_html(self, gate_result)
 

@@ -178,7 +178,7 @@ class Bundle:
         Returns:
             list[edgeship.bundle.selftest.SelfTestResult], one per artifact (``.passed``, ``.status``, ``.reason``).
         """
-        from .selftest import verify_bundle
+        from .selftest import verify_bundle  # back-edge: the self-test reads bundles; this method only hands off to it
 
         return verify_bundle(self, target, precision, **({"threads": threads} if threads else {}))
 

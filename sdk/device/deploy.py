@@ -243,7 +243,7 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
                 with contextlib.suppress(OSError):
                     tmp.unlink()
             raise
-        from .choice import store_choice
+        from .choice import store_choice  # back-edge: install records the choice it measured
 
         try:
             store_choice(root, choice, keep=kept)
