@@ -4,7 +4,6 @@ agreement with the FP32 graph, model-only and end-to-end latency — into the sa
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The command line: a thin layer over the Python API.
+"""The command line: a thin layer over the Python API (the parser here; the commands in _cli_build, _cli_device).
 
     edgeship compress model.onnx --shape ?,3,224,224 --calib calib.npy --precision int8 -o out/model.edgeship
     edgeship bench out/model.edgeship --data val.npz --metric top1 --report out/report
@@ -21,488 +21,51 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import numpy as np
-
+from ._cli_args import _floats
+from ._cli_build import (
+    _bench_bundles,
+    _cmd_calib,
+    _cmd_compress,
+    _cmd_demo,
+    _cmd_gate,
+    _cmd_sensitivity,
+    _cmd_targets,
+    _cmd_tune,
+)
+from ._cli_device import (
+    _cmd_info,
+    _cmd_install,
+    _cmd_keygen,
+    _cmd_label,
+    _cmd_pack,
+    _cmd_rollback,
+    _cmd_serve,
+    _cmd_stream,
+    _cmd_unpack,
+    _cmd_verify,
+)
 from ._defaults import CALIBRATION_SIZE
-from .errors import ConfigError, EdgeshipError
-
-
-def _shape(text: str) -> tuple[int | None, ...]:
-    dims = []
-    for part in text.split(","):
-        part = part.strip()
-        dims.append(int(part) if part.isdigit() else None)  # '?', 'N', 'batch' ... = dynamic
-    return tuple(dims)
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
-
-
-def _load_array_file(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """.npy -> (inputs, None); .npz -> (x, y) from arrays named 'x' and optionally 'y'. Never unpickles."""
-    from ._arrays import load_xy
-
-    return load_xy(path, what)
-
-
-def _load_model(text: str):
-    """'model.onnx' -> the path; 'package.module:factory' -> factory() (an nn.Module, put in eval mode)."""
-    if text.lower().endswith(".onnx"):
-        return text
-    if ":" not in text:
-        raise ConfigError(f"model must be an .onnx file or 'package.module:factory' returning an nn.Module, got {text!r}")
-    import importlib
-
-    module_name, _, attr = text.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {text!r}: {exc}") from None
-    model = factory()
-    if not hasattr(model, "eval"):
-        raise ConfigError(f"{text} returned {type(model).__name__}, not a torch nn.Module")
-    return model.eval()
-
-
-def _recipe(args: argparse.Namespace):
-    import dataclasses
-
-    from . import Prune, Recipe
-
-    recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe()
-    recipe = dataclasses.replace(
-        recipe,
-        calibration_size=args.calibration_size if args.calibration_size is not None else recipe.calibration_size,
-        seed=args.seed if args.seed is not None else recipe.seed,
-    )
-    if getattr(args, "cpus", None):
-        recipe = dataclasses.replace(recipe, cpus=tuple(c.strip() for c in args.cpus.split(",")))
-    if getattr(args, "calibration_method", None):
-        recipe = dataclasses.replace(recipe, calibration_method=args.calibration_method)
-    if args.max_drop is not None:
-        recipe = dataclasses.replace(recipe, max_drop=args.max_drop)
-    if args.metric is not None:
-        recipe = dataclasses.replace(recipe, metric=args.metric)
-    if args.prune is not None or args.prune_latency_ms is not None:
-        base = recipe.prune.to_dict() if recipe.prune is not None else {}
-        base.update(ratio=args.prune, latency_ms=args.prune_latency_ms)
-        if args.prune_importance:
-            base["importance"] = args.prune_importance
-        if args.prune_protect:
-            base["protect"] = args.prune_protect.split(",")
-        if args.distill:
-            base["recover"] = "distill"
-        recipe = dataclasses.replace(recipe, prune=Prune(**base))
-    return recipe
-
-
-def _cmd_compress(args: argparse.Namespace) -> int:
-    from . import InputSpec, Preprocess, compress
-
-    pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
-    spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
-    calib = _load_array_file(args.calib, "calibration")[0] if args.calib else None
-    validation = None
-    if args.val:
-        x_val, y_val = _load_array_file(args.val, "validation")
-        if y_val is None:
-            raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
-        validation = (x_val, y_val)
-    bundle = compress(
-        _load_model(args.model),
-        validation=validation,
-        input_spec=spec,
-        calibration=calib,
-        preprocess_calibration=args.raw_calib,
-        targets=args.targets.split(","),
-        precision=args.precision.split(","),
-        recipe=_recipe(args),
-        output=args.output,
-    )
-    print(f"wrote {bundle.path}: {', '.join(f'{t} {p}' for t, p in bundle.variants)}")
-    return 0
-
-
-def _option_value(text: str) -> Any:
-    """A runtime option value from the command line: an int, a bool, or the text itself."""
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def _runtime_options(items: Sequence[str] | None) -> dict[str, dict[str, list[Any]]]:
-    """``--option TARGET:NAME=V1,V2`` (repeatable) -> {target: {name: [values]}}."""
-    out: dict[str, dict[str, list[Any]]] = {}
-    for item in items or ():
-        target, sep, rest = item.partition(":")
-        name, eq, values = rest.partition("=")
-        if not (sep and eq and target and name and values):
-            raise ConfigError(f"--option {item!r}: expected TARGET:NAME=VALUE[,VALUE...], "
-                              "e.g. openvino-cpu:inference_precision=f32,bf16")
-        out.setdefault(target, {})[name] = [_option_value(v) for v in values.split(",")]
-    return out
-
-
-def _metric(text: str):
-    """'top1' / 'top5', or 'package.module:function' -> that callable ``f(predictions, labels) -> float``."""
-    if ":" not in text:
-        return text
-    import importlib
-
-    module_name, _, attr = text.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import metric {text!r}: {exc}") from None
-    if not callable(fn):
-        raise ConfigError(f"metric {text!r} is not callable")
-    return fn
+from .errors import EdgeshipError
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    """`bench`: a built-in suite (the suites sit above every stage: only the command line imports them), else bundles."""
     if args.suite:
         from .benchmarks.suites.core import run_core_suite
 
         run_core_suite(runs=args.runs, threads=args.threads or 2, out=args.report)
         return 0
-    if not args.bundles or not args.data:
-        raise ConfigError("bench needs bundle paths and --data (or --suite core)")
-    from ._lazy import is_installed
-    from .benchmarks import benchmark
-
-    x, y = _load_array_file(args.data, "data")
-    try:
-        report = benchmark(
-            args.bundles,
-            data=(x, y) if y is not None else x,
-            metric=_metric(args.metric),
-            runs=args.runs,
-            warmup=args.warmup,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            preprocess=args.preprocess,
-            targets=args.targets.split(",") if args.targets else None,
-            streams=args.streams,
-            budget_pts=args.budget,
-            agreement_threshold=args.flag_agreement,
-            ci_resamples=args.ci_resamples,
-            save_to=args.report,
-            sign_key=args.sign,
-            options=_single_options(args.option),
-            executor="ray" if args.ray else "local",
-            address=None if args.ray in (None, "local") else args.ray,
-            retries=args.retries,
-            task_timeout_s=args.task_timeout,
-        )
-    except KeyboardInterrupt:
-        where = f"; the rows measured so far are in {args.report}, marked incomplete" if args.report else ""
-        print(f"edgeship bench: interrupted{where}", file=sys.stderr)
-        return 130
-    report.print()
-    if args.report:
-        html = is_installed("jinja2") and is_installed("matplotlib")
-        print(f"report saved to {args.report}" + ("" if html else " (no report.html: pip install \"edgeship[report]\")"))
-    return 0
-
-
-def _single_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]] | None:
-    """``bench``'s runtime options: one value per option."""
-    parsed = _runtime_options(items)
-    several = [f"{t}:{k}" for t, opts in parsed.items() for k, v in opts.items() if len(v) != 1]
-    if several:
-        raise ConfigError(f"bench measures one value per runtime option; {several} got several (tune sweeps them)")
-    return {t: {k: v[0] for k, v in opts.items()} for t, opts in parsed.items()} or None
-
-
-def _cmd_gate(args: argparse.Namespace) -> int:
-    from .benchmarks import Gates, Report, Tolerance
-    from .bundle.signing import configured_public_key
-
-    if args.require_bundles and args.allow_missing_bundles:
-        raise ConfigError("--require-bundles and --allow-missing-bundles contradict each other")
-    report = Report.load(args.report, public_key=configured_public_key(args.verify))
-    gates = Gates(max_drop=args.max_drop, max_relative_drop=args.max_relative_drop, max_p50_ms=args.max_p50_ms,
-                  max_p99_ms=args.max_p99_ms, min_throughput=args.min_throughput, min_agreement=args.min_agreement,
-                  baseline=args.baseline, require_bundles=not args.allow_missing_bundles,
-                  regression_tolerance=Tolerance(accuracy_pts=args.tolerance_accuracy_pts,
-                                                 latency_pct=args.tolerance_latency_pct))
-    result = report.check(gates)
-    print(result.summary())
-    if args.html:
-        try:
-            print(f"gate page written to {report.write_html(args.html, result)}")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {args.html}: {exc}") from None
-    return 0 if result.passed else 1
-
-
-def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    import json
-
-    from .build.accuracy import sensitivity
-
-    calib = _load_array_file(args.calib, "calibration")[0]
-    x_val, y_val = _load_array_file(args.data, "validation")
-    if y_val is None:
-        raise ConfigError(f"--data {args.data} must be an .npz holding inputs 'x' and labels 'y'")
-    rows = sensitivity(args.bundle, calib, (x_val, y_val), metric=args.metric, raw_images=args.raw,
-                       calibration_size=args.calibration_size)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"INT8 sensitivity per layer (quantized alone, QDQ) — {args.metric}")
-    for header in ("layer", "drop pts", "output error"):
-        table.add_column(header, justify="left" if header == "layer" else "right")
-    for row in rows:
-        table.add_row(row["layer"], f"{row['drop_pts']:+.2f}", f"{row['output_error']:.4f}")
-    Console(width=120).print(table)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"metric": args.metric, "layers": rows}, indent=2) + "\n")
-        print(f"saved {args.out}")
-    return 0
-
-
-def _cmd_tune(args: argparse.Namespace) -> int:
-    """`tune`: exit 0 with a chosen variant, 1 when none meets the budget, 130 when interrupted."""
-    from . import Budget, InputSpec, Preprocess, SearchSpace, TuneBudgetError, tune
-
-    pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
-    spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
-    if Path(args.calib).is_dir():  # a folder of images: decoded and preprocessed as the spec says
-        from .calibration import from_folder
-
-        calib = from_folder(args.calib, spec, size=args.calibration_size)
-    else:
-        calib = _load_array_file(args.calib, "calibration")[0]
-    x_val, y_val = _load_array_file(args.val, "validation")
-    if y_val is None:
-        raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
-    space = SearchSpace(prune_ratios=_floats(args.prune_ratios), precisions=tuple(args.precisions.split(",")),
-                        threads=tuple(None if t in ("default", "auto") else int(t) for t in args.threads.split(",")),
-                        options=_option_product(_runtime_options(args.option)),
-                        calibration_size=args.calibration_size)
-    try:
-        result = tune(_load_model(args.model), calibration=calib, validation=(x_val, y_val), input_spec=spec,
-                      targets=args.targets.split(","), budget=Budget(max_drop=args.max_drop, latency_ms=args.latency_ms),
-                      space=space, metric=_metric(args.metric), executor="ray" if args.ray else "local",
-                      address=None if args.ray in (None, "local") else args.ray, cache_dir=args.cache,
-                      output=args.out, preprocess_calibration=args.raw_calib, runs=args.runs, retries=args.retries,
-                      trial_timeout_s=args.trial_timeout)
-    except TuneBudgetError as exc:
-        print(f"edgeship tune: {exc}", file=sys.stderr)
-        if exc.report is not None:
-            exc.report.print()
-        return 1
-    except KeyboardInterrupt:
-        print(f"edgeship tune: interrupted; finished trials are cached in {args.cache or 'the cache folder'} and a "
-              "re-run resumes from them", file=sys.stderr)
-        return 130
-    result.report.print()
-    print(result.summary())
-    print(f"wrote {Path(args.out) / 'best.edgeship'} and {Path(args.out) / 'report'}")
-    return 0
-
-
-def _option_product(parsed: dict[str, dict[str, list[Any]]]) -> dict[str, tuple[dict[str, Any], ...]]:
-    """{target: {name: values}} -> {target: every combination of the values}, for the search space."""
-    import itertools
-
-    return {target: tuple(dict(zip(opts, combo)) for combo in itertools.product(*opts.values()))
-            for target, opts in parsed.items()}
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.digits import run_demo
-
-    run_demo(args.out, cache_dir=args.cache, runs=args.runs, threads=args.threads)
-    return 0
-
-
-def _cmd_targets(args: argparse.Namespace) -> int:
-    from .targets import list_targets
-
-    for name, info in list_targets().items():
-        print(f"{name:20s} {info}")
-    return 0
-
-
-# -- deploy: keys, archives, install/rollback, serving, streams --------------------------------------
-def _cmd_keygen(args: argparse.Namespace) -> int:
-    from .bundle.signing import fingerprint, generate_keypair, load_public_key
-
-    private, public = generate_keypair(args.output, args.public)
-    print(f"wrote {private} (private: keep it on the build machine) and {public} (public: ship it to devices); "
-          f"key {fingerprint(load_public_key(public))[:16]}")
-    return 0
-
-
-def _cmd_pack(args: argparse.Namespace) -> int:
-    from .bundle.archive import pack
-
-    if args.release is not None:
-        from .device.deploy import set_release
-
-        set_release(args.bundle, args.release, name=args.release_name)  # signed below, with the archive
-    out = pack(args.bundle, args.output, sign_key=args.sign)
-    print(f"wrote {out} ({out.stat().st_size} bytes{', signed' if args.sign else ''})")
-    return 0
-
-
-def _limits(args: argparse.Namespace):
-    from .bundle.archive import ArchiveLimits
-
-    return ArchiveLimits(max_bytes=int(args.max_size_mb * (1 << 20)), max_members=args.max_members)
-
-
-def _cmd_unpack(args: argparse.Namespace) -> int:
-    from .bundle.archive import unpack
-    from .bundle.signing import configured_public_key
-
-    bundle = unpack(args.archive, args.output, public_key=configured_public_key(args.verify), limits=_limits(args))
-    print(f"unpacked {bundle.path}: {', '.join(f'{t} {p}' for t, p in bundle.variants)}")
-    return 0
-
-
-def _cmd_install(args: argparse.Namespace) -> int:
-    from .device.deploy import install
-
-    done = install(args.archive, args.into, public_key=args.verify, keep=args.keep, name=args.name,
-                   limits=_limits(args), allow_degraded=args.allow_degraded, allow_downgrade=args.allow_downgrade)
-    signed = f", signed by key {done.signed_by[:16]}" if done.signed_by else ", signature not checked"
-    print(f"installed {done.version} at {done.path}{signed}; {args.into}/current -> {done.version}")
-    if done.choice is not None:
-        print(f"runs {done.choice.target} {done.choice.precision}: {done.choice.reason}")
-    if done.degraded is not None:
-        print(f"edgeship install: warning: installed DEGRADED (recorded in history.json): {done.degraded}",
-              file=sys.stderr)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    """`verify`: exit 0 when every artifact that ran passes its self-test, 1 when one fails (2: bad input)."""
-    from ._fleet import cpu_flags
-    from .bundle.folder import Bundle
-    from .bundle.selftest import all_passed, print_results
-    from .bundle.signing import configured_public_key
-    from .device.choice import describe_cpu
-
-    bundle = Bundle.open(args.bundle, public_key=configured_public_key(args.public_key))
-    results = bundle.verify_outputs(args.target, args.precision, threads=args.threads)
-    print_results(results, title=f"self-test of {bundle.path} on this machine ({describe_cpu(cpu_flags())})")
-    ran = [r for r in results if not r.skipped]
-    failed = [r for r in ran if not r.passed]
-    if not ran:
-        print(f"nothing ran: {results[0].reason}" if len({r.reason for r in results}) == 1 else "nothing ran")
-    for r in failed:
-        print(f"FAIL {r.target} {r.precision}: {r.reason}", file=sys.stderr)
-    return 0 if all_passed(results) else 1
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    from .device.choice import print_info
-
-    print_info(args.path)
-    return 0
-
-
-def _cmd_rollback(args: argparse.Namespace) -> int:
-    from .device.deploy import rollback
-
-    done = rollback(args.into)
-    print(f"rolled back: {args.into}/current -> {done.version}")
-    return 0
-
-
-def _cmd_label(args: argparse.Namespace) -> int:
-    from .device.deploy import set_postprocess
-    from .tasks.postprocess import Postprocess
-
-    labels = None
-    if args.labels:
-        try:
-            labels = [line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except FileNotFoundError:
-            raise ConfigError(f"labels file not found: {args.labels}") from None
-    post = Postprocess(softmax=not args.no_softmax, top_k=args.top_k, output=args.output_name)
-    bundle = set_postprocess(args.bundle, labels=labels, postprocess=post, sign_key=args.sign)
-    print(f"{bundle.path}: {len(labels) if labels else 'no'} labels, postprocess {post.to_dict()}")
-    return 0
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from .device.serve import API_KEY_ENV, serve
-
-    api_key = os.environ.get(API_KEY_ENV) or None
-    if args.api_key_file:
-        try:
-            api_key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise ConfigError(f"API key file not found: {args.api_key_file}") from None
-    options = {"threads": args.threads} if args.threads else {}
-    serve(args.path, args.host, args.port, target=args.target, precision=args.precision, workers=args.workers,
-          max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)), api_key=api_key,
-          max_uploads=args.max_uploads, max_connections=args.max_connections, header_timeout=args.header_timeout,
-          public_key=args.verify, verbose=args.verbose, **options)
-    return 0
-
-
-def _cmd_stream(args: argparse.Namespace) -> int:
-    import json
-
-    from .device.stream import run_stream
-
-    options = {"threads": args.threads} if args.threads else {}
-    stats = run_stream(args.path, args.source, args.out, target=args.target, precision=args.precision,
-                       public_key=args.verify, max_frames=args.max_frames, live=True if args.live else None,
-                       max_reconnects=args.max_reconnects, **options)
-    print(json.dumps(stats.to_dict()), file=sys.stderr)
-    if stats.ended == "disconnected":
-        print(f"edgeship stream: error: the source was lost after {stats.reconnects} reconnect attempts",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-_CALIB_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-
-
-def _cmd_calib(args: argparse.Namespace) -> int:
-    """`calib check`: findings on stdout; exit 0 without errors, 1 with errors (2 on bad input, in main)."""
-    import dataclasses
-    import warnings
-
-    from . import InputSpec, Preprocess
-    from .calibration import CalibrationWarning, check, from_folder, from_video
-
-    preset = {"imagenet": Preprocess.imagenet, "letterbox": Preprocess.letterbox, "raw": Preprocess.raw}[args.preset]()
-    if args.resize:
-        preset = dataclasses.replace(preset, resize=args.resize)
-    spec = InputSpec(shape=_shape(args.shape), layout=args.layout, preprocess=preset)
-
-    def open_source(path: str):
-        p = Path(path)
-        options = dict(size=args.size, select=args.select, seed=args.seed)
-        if p.is_dir():
-            return from_folder(p, spec, **options)
-        if p.suffix.lower() in _CALIB_VIDEO_SUFFIXES:
-            return from_video(p, spec, every=args.every, **options)
-        raise ConfigError(f"{path}: expected a folder of images or a video file ({', '.join(_CALIB_VIDEO_SUFFIXES)})")
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CalibrationWarning)
-        calib = open_source(args.source)
-        against = open_source(args.against) if args.against else None
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    result = check(calib, against=against, spec=spec)
-    print(result)
-    return 0 if result.ok else 1
+    return _bench_bundles(args)
+
+
+def _add_model_input(p: argparse.ArgumentParser) -> None:
+    """The model and its input, as compress and tune both take them."""
+    p.add_argument("model", help="an .onnx file, or 'package.module:factory' returning a torch nn.Module")
+    p.add_argument("--shape", required=True, help="input shape, '?' for dynamic dims, e.g. ?,3,224,224")
+    p.add_argument("--input-name", default="input", help="model input name (default: the ONNX model's only input)")
+    p.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -510,10 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="export/quantize/compile an ONNX model into a bundle")
-    c.add_argument("model", help="an .onnx file, or 'package.module:factory' returning a torch nn.Module")
-    c.add_argument("--shape", required=True, help="input shape, '?' for dynamic dims, e.g. ?,3,224,224")
-    c.add_argument("--input-name", default="input", help="model input name (default: the ONNX model's only input)")
-    c.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+    _add_model_input(c)
     c.add_argument("--calib", help="calibration data: .npy (N, ...) or .npz with array 'x'")
     c.add_argument("--raw-calib", action="store_true", help="calibration data are raw uint8 images; apply preprocessing")
     c.add_argument("--scale", type=float, default=1 / 255.0, help="preprocessing scale (raw images)")
@@ -604,10 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sensitivity)
 
     tn = sub.add_parser("tune", help="compile and measure candidate variants; keep the fastest within a budget")
-    tn.add_argument("model", help="an .onnx file, or 'package.module:factory' returning a torch nn.Module")
-    tn.add_argument("--shape", required=True, help="input shape, '?' for dynamic dims, e.g. ?,3,224,224")
-    tn.add_argument("--input-name", default="input", help="model input name (default: the ONNX model's only input)")
-    tn.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
+    _add_model_input(tn)
     tn.add_argument("--calib", required=True, help="calibration: .npy (N, ...), .npz with 'x', or a folder of images")
     tn.add_argument("--val", required=True, help="validation .npz with inputs 'x' and labels 'y'")
     tn.add_argument("--raw-calib", action="store_true",

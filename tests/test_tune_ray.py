@@ -55,11 +55,16 @@ SPACE = SearchSpace(prune_ratios=(0.0, 0.5), precisions=("fp32",), threads={"ope
 
 
 @pytest.mark.slow
-def test_ray_sweep_gives_the_same_choice_as_local(ray_cluster, digits_model, digits_data, tmp_path):
+def test_ray_sweep_measures_the_same_trials_as_local(ray_cluster, digits_model, digits_data, tmp_path):
+    """The same candidates, the same accuracies and the same selection rule; which one is fastest is a
+    latency measured twice on shared cores, so the choice is checked against the rule, not the local run."""
+    from edgeship.tune.sweep import select
+
     targets = ["openvino-cpu", "onnxruntime-cpu"]
     local = sweep(digits_model, digits_data, tmp_path / "local", space=SPACE, targets=targets)
     remote = sweep(digits_model, digits_data, tmp_path / "ray", space=SPACE, targets=targets, executor="ray")
-    assert remote.best.label == local.best.label
+    assert sorted(t.label for t in remote.trials) == sorted(t.label for t in local.trials)
+    assert remote.best is not None and remote.best.label == select(remote.trials, Budget(max_drop=1.0))[0].label
     assert remote.stats["compiled"] == 4 and remote.stats["measured"] == 6
     assert {t.label: t.accuracy_pct for t in remote.trials} == {t.label: t.accuracy_pct for t in local.trials}
     info = {t["label"]: t for t in remote.report.settings["trials"]}

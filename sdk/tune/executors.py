@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..build.recipe import Recipe
     from ..spec import InputSpec
     from .cache import TrialCache
-    from .sweep import Candidate
+    from .space import Candidate
 
 @dataclass(frozen=True)
 class Job:
