@@ -58,6 +58,7 @@ API_KEY_ENV = "EDGESHIP_API_KEY"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
 from ..preprocess import MAX_IMAGE_PIXELS as _MAX_IMAGE_PIXELS  # one cap for files and requests
+from ._http import header_deadline_protocol
 
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 _DRAIN_LIMIT = 1 << 20  # refused bodies up to this size are drained (keep-alive); larger ones close the connection
@@ -258,50 +259,6 @@ class _Metrics:
         return generate_latest(registry).decode("utf-8")
 
 
-def _header_deadline_protocol(seconds: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request headers are not complete ``seconds`` after it
-    opened or after its last answer: uvicorn alone holds half-sent headers open for ever (slowloris)."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class HeaderDeadline(H11Protocol):
-        _deadline: Any = None
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._expire)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()  # nothing was answered: the headers never arrived
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._disarm()  # a whole request line and headers arrived; the body has its own limits
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HeaderDeadline
-
-
 class ModelServer:
     """An HTTP server (a Starlette app on uvicorn) for one bundle folder or install root; see the module doc.
 
@@ -369,7 +326,7 @@ class ModelServer:
         config = uvicorn.Config(self.app, lifespan="on", log_config=uvicorn.config.LOGGING_CONFIG if verbose else None,
                                 access_log=verbose, log_level="info" if verbose else "warning", server_header=False,
                                 backlog=self.backlog, timeout_graceful_shutdown=graceful_timeout,
-                                limit_concurrency=max_connections, http=_header_deadline_protocol(header_timeout))
+                                limit_concurrency=max_connections, http=header_deadline_protocol(header_timeout))
         self.uvicorn = uvicorn.Server(config)
         self._serving = threading.Event()
         self._stopped = threading.Event()
