@@ -182,7 +182,10 @@ def test_latency_driven_search_stops_at_a_ratio_that_meets_the_budget(tmp_path):
     pruning = bundle.manifest["pruning"]
     steps = pruning["search"]
     chosen = [s for s in steps if s["ratio"] == pruning["ratio"]]
-    assert pruning["ratio"] > 0
+    # the budget comes from a separate measurement here; whether the unpruned model meets it is the search's
+    # own measurement, so the test follows the search's record instead of comparing two noisy latencies
+    unpruned_step = next(s for s in steps if s["ratio"] == 0)
+    assert pruning["ratio"] == 0 if unpruned_step["meets"] else pruning["ratio"] > 0
     assert chosen and chosen[-1]["meets"] and chosen[-1]["p50_ms"] <= budget
     # every step that met the budget used at least as much pruning as the chosen one (least pruning wins)
     assert all(s["ratio"] >= pruning["ratio"] for s in steps if s["meets"])
