@@ -202,3 +202,20 @@ def test_an_unreachable_budget_says_so_with_the_best_reached(tmp_path):
                           show_progress=False)
     assert len(info.value.steps) == 2 and not any(s["meets"] for s in info.value.steps)
     assert not (tmp_path / "never.edgeship").exists()
+
+
+def test_distillation_says_how_many_samples_it_used(digits_model, digits_data, tmp_path):
+    """Under tune, compress is handed a CalibrationSet, which distillation used to take silently whatever
+    Prune.distill_samples said: now the count is recorded and a smaller set warns."""
+    from edgeship.calibration import CalibrationWarning, collect
+
+    x_train = digits_data[0]
+    recipe = Recipe(prune=Prune(ratio=0.4, recover="distill", distill_samples=500, distill_epochs=1))
+    common = dict(input_spec=DIGITS_SPEC, preprocess_calibration=True, precision="fp32", targets=["onnxruntime-cpu"],
+                  recipe=recipe, show_progress=False)
+    drawn = edgeship.compress(digits_model, output=tmp_path / "raw.edgeship", calibration=x_train, **common)
+    assert drawn.manifest["pruning"]["distill_samples"] == 500
+    small = collect(x_train, DIGITS_SPEC, size=64, seed=0, preprocess=True)
+    with pytest.warns(CalibrationWarning, match="distill_samples=500 samples; the calibration given holds 64"):
+        given = edgeship.compress(digits_model, output=tmp_path / "set.edgeship", calibration=small, **common)
+    assert given.manifest["pruning"]["distill_samples"] == 64

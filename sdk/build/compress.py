@@ -6,6 +6,7 @@ import datetime as _dt
 import os
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -308,7 +309,7 @@ def _prune(model, spec, config, backends, precisions, calib, calibration, prepro
            finetune, show_progress, cpus=None) -> tuple[Any, dict[str, Any]]:
     """Prune at the fixed ratio or the least ratio that meets the latency budget; then recover."""
     from .._lazy import require
-    from ..calibration import collect
+    from ..calibration import CalibrationWarning, collect
     from .prune import distill, prune_model
 
     torch = require("torch", "pruning")
@@ -327,16 +328,22 @@ def _prune(model, spec, config, backends, precisions, calib, calibration, prepro
         ratio = config.ratio
     result = prune_model(model, example, config, ratio, calib_batch)
     pruned = result.model
+    distill_samples = None
     if config.recover == "distill" and ratio > 0:
         data = collect(calibration, spec, size=config.distill_samples, seed=config.seed,
                        preprocess=preprocess_calibration).as_batch()
+        distill_samples = len(data)
+        if distill_samples < config.distill_samples:  # a CalibrationSet (tune passes one) is used as it is
+            warnings.warn(f"distillation asked for Prune.distill_samples={config.distill_samples} samples; the "
+                          f"calibration given holds {distill_samples}, so it distils on those (pass the raw source "
+                          "to draw more)", CalibrationWarning, stacklevel=3)
         pruned = distill(pruned, model, data, config, show_progress=show_progress)
     if finetune is not None:
         pruned = finetune(pruned)
         if not isinstance(pruned, torch.nn.Module):
             raise ConfigError(f"finetune must return the nn.Module, got {type(pruned).__name__}")
         pruned.eval()
-    summary = {"config": config.to_dict(), **result.summary(), "search": search,
+    summary = {"config": config.to_dict(), **result.summary(), "search": search, "distill_samples": distill_samples,
                "recovery": "distill" if config.recover == "distill" and ratio > 0 else
                            ("finetune" if finetune is not None else "none")}
     return pruned, summary
