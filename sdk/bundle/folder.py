@@ -64,11 +64,8 @@ class Bundle:
         if not root.is_dir():
             raise BundleIntegrityError(f"no bundle at {root}: expected a folder holding {MANIFEST}")
         try:
-            size = (root / MANIFEST).stat().st_size
-            if size > MAX_MANIFEST_BYTES:
-                raise BundleIntegrityError(f"{root / MANIFEST} is {size} bytes; a manifest is at most "
-                                           f"{MAX_MANIFEST_BYTES} bytes")
-            data = (root / MANIFEST).read_bytes()
+            with open(root / MANIFEST, "rb") as fh:  # at most one byte past the cap: parse_manifest refuses it
+                data = fh.read(MAX_MANIFEST_BYTES + 1)
         except FileNotFoundError:
             raise BundleIntegrityError(f"{root} has no {MANIFEST}; it is not an edgeship bundle") from None
         signed_by = None
@@ -134,35 +131,32 @@ class Bundle:
         for e in entries:
             files.update(e["files"])
         for rel, expected in files.items():
-            path = self.path / rel
-            _check_inside(self.path, rel)
-            if not path.is_file():
-                raise BundleIntegrityError(f"bundle {self.path} is missing {rel}, listed in its manifest")
-            actual = sha256_file(path)
-            if actual != expected:
-                raise BundleIntegrityError(
-                    f"{rel} in bundle {self.path} was modified: SHA-256 {actual[:16]}…, manifest says {expected[:16]}…; "
-                    "refusing to load it"
-                )
+            self._check_digest(rel, sha256_file(self._listed_file(rel)), expected)
 
     def read_verified(self, entry: dict[str, Any]) -> dict[str, bytes]:
         """The bytes of every file of artifact ``entry`` (bundle-relative name -> bytes), each checked against
         its manifest SHA-256: what was hashed is what the backend gets, with no second read by path."""
         contents = {}
         for rel, expected in entry["files"].items():
-            _check_inside(self.path, rel)
-            path = self.path / rel
-            if not path.is_file():
-                raise BundleIntegrityError(f"bundle {self.path} is missing {rel}, listed in its manifest")
-            data = path.read_bytes()
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != expected:
-                raise BundleIntegrityError(
-                    f"{rel} in bundle {self.path} was modified: SHA-256 {actual[:16]}…, manifest says {expected[:16]}…; "
-                    "refusing to load it"
-                )
+            data = self._listed_file(rel).read_bytes()
+            self._check_digest(rel, hashlib.sha256(data).hexdigest(), expected)
             contents[rel] = data
         return contents
+
+    def _listed_file(self, rel: str) -> Path:
+        """The plain file a manifest lists, inside the bundle and present, else BundleIntegrityError."""
+        _check_inside(self.path, rel)
+        path = self.path / rel
+        if not path.is_file():
+            raise BundleIntegrityError(f"bundle {self.path} is missing {rel}, listed in its manifest")
+        return path
+
+    def _check_digest(self, rel: str, actual: str, expected: str) -> None:
+        if actual != expected:
+            raise BundleIntegrityError(
+                f"{rel} in bundle {self.path} was modified: SHA-256 {actual[:16]}…, manifest says {expected[:16]}…; "
+                "refusing to load it"
+            )
 
     def load(self, target: str | None = None, precision: str | None = None, **options: Any):
         """Verify and load one artifact into a Runtime (options go to the target, e.g. ``threads``): the

@@ -94,18 +94,27 @@ class Manifest(dict):
 
     @property
     def release(self) -> tuple[str, int] | None:
-        """(model name, release number) set by ``pack --release``; None when unnumbered."""
-        release = self.get("release")
-        if release is None:
-            return None
-        model, number = release.get("model"), release.get("number")
-        return model, number
+        """(model name, release number) set by ``pack --release``; None when unnumbered (:func:`release_of`)."""
+        return release_of(self)
+
+
+def release_of(doc: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(model name, release number) recorded by ``set_release`` in a manifest document, None when it has none;
+    BundleIntegrityError for a release of the wrong shape."""
+    release = doc.get("release")
+    if not isinstance(release, dict):
+        return None
+    model, number = release.get("model"), release.get("number")
+    if not isinstance(model, str) or isinstance(number, bool) or not isinstance(number, int):
+        raise BundleIntegrityError(f"the manifest's release must be {{model: name, number: int}}, got {release!r:.100}")
+    return model, number
 
 
 def parse_manifest(data: bytes, where: Path) -> Manifest:
     """``manifest.json`` bytes -> a validated :class:`Manifest`; BundleIntegrityError saying what is wrong."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise BundleIntegrityError(f"{where} is {len(data)} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes")
+        raise BundleIntegrityError(f"{where} is over {MAX_MANIFEST_BYTES} bytes; a manifest is at most "
+                                   f"{MAX_MANIFEST_BYTES} bytes")
     try:
         doc = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 from .._files import fsync_dir, write_atomic
 from ..bundle.archive import ArchiveLimits, extracted
 from ..bundle.folder import CURRENT, Bundle
-from ..bundle.manifest import MANIFEST, manifest_bytes
+from ..bundle.manifest import MANIFEST, manifest_bytes, release_of
 from ..bundle.signing import SIGNATURE_FILE, configured_public_key, sign_manifest
 from ..errors import BundleIntegrityError, ConfigError, SelfTestError
 from ..tasks.postprocess import Postprocess
@@ -260,7 +260,7 @@ def install(archive: str | os.PathLike, into: str | os.PathLike, *, public_key: 
 
 def _check_not_a_downgrade(bundle: Bundle, versions: Path, version: str) -> None:
     """Refuse a release number lower than one of the same model already installed under ``versions``."""
-    incoming = release_of(bundle.manifest)
+    incoming = bundle.manifest.release
     if incoming is None:
         return
     model, number = incoming
@@ -362,17 +362,6 @@ def set_release(bundle: str | os.PathLike, number: int, *, name: str | None = No
         raise ConfigError("a release needs a model name")
     manifest["release"] = {"model": model, "number": number}
     return _rewrite_manifest(b, manifest, sign_key)
-
-
-def release_of(manifest: dict[str, Any]) -> tuple[str, int] | None:
-    """(model name, release number) recorded by ``set_release``, None when the bundle has none."""
-    release = manifest.get("release")
-    if not isinstance(release, dict):
-        return None
-    model, number = release.get("model"), release.get("number")
-    if not isinstance(model, str) or isinstance(number, bool) or not isinstance(number, int):
-        raise BundleIntegrityError(f"the manifest's release must be {{model: name, number: int}}, got {release!r:.100}")
-    return model, number
 
 
 def _rewrite_manifest(b: Bundle, manifest: dict[str, Any], sign_key: Any) -> Bundle:
