@@ -73,7 +73,7 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
     failures: list[str] = []
 
     with RayCluster(wanted, address, strict=False, advertise=[t for t in wanted if t in here]) as cluster:
-        ray = cluster._ray
+        ray = cluster.ray
         scheduler = RayScheduler(cluster, remote_benchmark, retries=retries, timeout_s=task_timeout_s,
                                  failed=lambda error: {"error": error, "retry": True, "host": None})
         shared_inputs, shared_kwargs = ray.put(data), ray.put(kwargs)

@@ -80,9 +80,10 @@ class RayCluster:
         self.missing: list[str] = []
         self._started = False
         self.startup_s = 0.0
+        self.ray: Any = None  # the ray module, once entered (the scheduler and the callers submit through it)
 
     def __enter__(self) -> "RayCluster":
-        ray = self._ray = _require_ray()
+        ray = self.ray = _require_ray()
         t0 = time.perf_counter()
         if not ray.is_initialized():
             if self.address is not None or os.environ.get("RAY_ADDRESS"):
@@ -115,12 +116,12 @@ class RayCluster:
 
     def __exit__(self, *exc: object) -> None:
         if self._started:
-            self._ray.shutdown()
+            self.ray.shutdown()
             self._started = False
 
     def capacity(self) -> dict[str, int]:
         """Per target, how many tasks the cluster can run at once (units of its resource advertised)."""
-        resources = self._ray.cluster_resources()
+        resources = self.ray.cluster_resources()
         return {t: max(1, int(resources.get(t, 1))) for t in self.targets}
 
 
@@ -140,7 +141,7 @@ class RayScheduler:
 
     def __init__(self, cluster: RayCluster, remote: Callable, *, retries: int, timeout_s: float | None,
                  failed: Callable[[str], dict], num_returns: int = 1) -> None:
-        self.ray = cluster._ray
+        self.ray = cluster.ray
         self._task = self.ray.remote(num_returns=num_returns, max_retries=0)(remote)
         self._multi = num_returns > 1
         self.retries, self.timeout_s, self._failed = retries, timeout_s, failed

@@ -192,7 +192,7 @@ class RayExecutor(RayCluster):
 
         from ..bundle.archive import pack_bytes
 
-        ray = self._ray
+        ray = self.ray
         timeout = max((j.timeout_s or 0 for j in jobs), default=0) or None
         scheduler = RayScheduler(self, remote_trial, retries=self.retries, timeout_s=timeout,
                                  failed=lambda error: failed_outcome(error, retry=True), num_returns=2)
