@@ -270,28 +270,33 @@ def test_bundle_without_postprocess_returns_raw_outputs(digits_bundle, expected)
     np.testing.assert_allclose(np.asarray(reply["outputs"]["output"], np.float32), logits, rtol=1e-5, atol=1e-5)
 
 
-def test_cli_serve_stops_gracefully_on_sigterm(labelled_bundle, expected):
-    proc = subprocess.Popen([sys.executable, "-m", "edgeship", "serve", str(labelled_bundle), "--port", "0"],
+def _predict_then_signal(path, images, sig):
+    """``edgeship serve path`` in a child process: one predict request, then ``sig``.
+    Returns (status, reply, exit status, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgeship", "serve", str(path), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
         assert match, line + proc.stderr.read()
-        url = f"http://127.0.0.1:{match.group(1)}"
-        status, _, reply = request(f"{url}/v1/predict", npy(expected[0]), "application/x-npy")
-        assert status == 200 and len(reply["results"]) == len(expected[0])
-        proc.send_signal(signal.SIGTERM)
+        status, _, reply = request(f"http://127.0.0.1:{match.group(1)}/v1/predict", npy(images), "application/x-npy")
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
+    return status, reply, proc.returncode, out, err
+
+
+def test_cli_serve_stops_gracefully_on_sigterm(labelled_bundle, expected):
+    status, reply, returncode, out, err = _predict_then_signal(labelled_bundle, expected[0], signal.SIGTERM)
+    assert status == 200 and len(reply["results"]) == len(expected[0])
+    assert returncode == 0, err
     assert "edgeship serve: stopped" in out
 
 
-@pytest.mark.skipif(not all(get_target_class(t).availability()[0] for t in ("openvino-cpu",
-                                                                                     "onnxruntime-cpu")),
+@pytest.mark.skipif(not all(get_target_class(t).availability()[0] for t in ("openvino-cpu", "onnxruntime-cpu")),
                     reason="needs both CPU backends")
 def test_sigint_after_choosing_across_both_cpu_backends_exits_cleanly(labelled_bundle, expected, tmp_path):
     """The device choice runs OpenVINO and ONNX Runtime in the server process and releases the losers; a later
@@ -300,23 +305,10 @@ def test_sigint_after_choosing_across_both_cpu_backends_exits_cleanly(labelled_b
     root = tmp_path / "root"
     install(pack(labelled_bundle, tmp_path / "v1.tar"), root)
     (root / "choice.json").unlink()  # the choice is made again, in the server process
-    proc = subprocess.Popen([sys.executable, "-m", "edgeship", "serve", str(root), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
-        assert match, line + proc.stderr.read()
-        url = f"http://127.0.0.1:{match.group(1)}"
-        status, _, reply = request(f"{url}/v1/predict", npy(expected[0]), "application/x-npy")
-        assert status == 200
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    status, _, returncode, out, err = _predict_then_signal(root, expected[0], signal.SIGINT)
+    assert status == 200
     assert "openvino-cpu" in err and "onnxruntime-cpu" in err, err  # the self-test line: both backends ran
-    assert proc.returncode == 0, err
+    assert returncode == 0, err
     assert "edgeship serve: stopped" in out
 
 
