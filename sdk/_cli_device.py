@@ -114,7 +114,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from .device.serve import API_KEY_ENV, serve
+    from .device.serve import API_KEY_ENV, ServeLimits, serve
 
     api_key = os.environ.get(API_KEY_ENV) or None
     if args.api_key_file:
@@ -123,10 +123,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except FileNotFoundError:
             raise ConfigError(f"API key file not found: {args.api_key_file}") from None
     options = {"threads": args.threads} if args.threads else {}
-    serve(args.path, args.host, args.port, target=args.target, precision=args.precision, workers=args.workers,
-          max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)), api_key=api_key,
-          max_uploads=args.max_uploads, max_connections=args.max_connections, header_timeout=args.header_timeout,
-          public_key=args.verify, verbose=args.verbose, **options)
+    limits = ServeLimits(workers=args.workers, max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)),
+                         max_uploads=args.max_uploads, max_connections=args.max_connections,
+                         header_timeout=args.header_timeout)
+    serve(args.path, args.host, args.port, target=args.target, precision=args.precision, limits=limits,
+          api_key=api_key, public_key=args.verify, verbose=args.verbose, **options)
     return 0
 
 

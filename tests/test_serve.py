@@ -23,7 +23,8 @@ import pytest
 from conftest import DIGIT_LABELS
 from edgeship.bundle.archive import pack
 from edgeship.device.deploy import install, rollback
-from edgeship.device.serve import ModelServer
+from edgeship.device.serve import ModelServer, ServeLimits
+from edgeship.errors import ConfigError
 from edgeship.targets import get_target_class
 from edgeship.tasks.postprocess import Postprocess
 
@@ -134,7 +135,7 @@ def test_health_model_and_predict_formats(labelled_bundle, expected):
 
 def test_bad_requests_get_clear_answers(labelled_bundle, expected):
     raw = expected[0]
-    with running(labelled_bundle, max_body=64 << 10) as (server, url):
+    with running(labelled_bundle, limits=ServeLimits(max_body=64 << 10)) as (server, url):
         status, _, reply = request(f"{url}/v1/predict", npy(raw[:, :16]), "application/x-npy")
         assert status == 400 and "must have shape" in reply["error"]
         status, _, reply = request(f"{url}/v1/predict", b"hello", "text/plain")
@@ -186,7 +187,7 @@ def test_a_stalled_upload_holds_an_upload_place_not_an_inference_one(labelled_bu
     body is read; the held request completes normally."""
     raw = expected[0]
     body = npy(raw)
-    with running(labelled_bundle, workers=1, max_queue=0, max_uploads=1) as (_, url):
+    with running(labelled_bundle, limits=ServeLimits(workers=1, max_queue=0, max_uploads=1)) as (_, url):
         port = int(url.rsplit(":", 1)[1])
         with _stalled(port, body) as slow:
             _wait_for(url, "edgeship_uploads", 1)
@@ -201,7 +202,8 @@ def test_a_stalled_upload_holds_an_upload_place_not_an_inference_one(labelled_bu
             assert answer.startswith(b"HTTP/1.1 200")
         _, _, text = request(f"{url}/metrics")
         assert metric(text, 'edgeship_requests_total{code="429",path="/v1/predict"}') == 1
-    with running(labelled_bundle, workers=1, max_queue=0) as (_, url):  # default: 4 upload places per place
+    # default max_uploads: 4 upload places per inference place
+    with running(labelled_bundle, limits=ServeLimits(workers=1, max_queue=0)) as (_, url):
         port = int(url.rsplit(":", 1)[1])
         with _stalled(port, body):
             _wait_for(url, "edgeship_uploads", 1)
@@ -209,11 +211,25 @@ def test_a_stalled_upload_holds_an_upload_place_not_an_inference_one(labelled_bu
             assert status == 200, reply  # the stalled upload took no inference place
 
 
+@pytest.mark.parametrize("field,value", [("workers", 0), ("max_queue", -1), ("max_body", 0), ("body_timeout", 0),
+                                         ("graceful_timeout", -1.0), ("max_uploads", 0), ("min_upload_rate", 0),
+                                         ("max_connections", 0), ("header_timeout", 0), ("workers", 1.5)])
+def test_bad_serve_limits_are_refused_naming_the_field(field, value):
+    with pytest.raises(ConfigError, match=re.escape(f"{field}={value}")):
+        ServeLimits(**{field: value})
+
+
+def test_limits_given_as_keywords_are_refused_not_passed_to_the_target(labelled_bundle):
+    """The limits live in ServeLimits; ``workers=2`` would otherwise reach the target as a runtime option."""
+    with pytest.raises(ConfigError, match=r"limits=ServeLimits\(workers=\.\.\.\)"):
+        ModelServer(labelled_bundle, "127.0.0.1", 0, workers=2)
+
+
 def test_concurrent_load_is_bounded(labelled_bundle, expected):
     """48 clients at once against 1 worker + 2 queue places: every answer is 200 or 429, never more than
     3 requests are admitted at once, and the counters agree with what the clients saw."""
     body = npy(expected[0][:1])
-    with running(labelled_bundle, workers=1, max_queue=2) as (_, url):
+    with running(labelled_bundle, limits=ServeLimits(workers=1, max_queue=2)) as (_, url):
         with ThreadPoolExecutor(max_workers=48) as pool:
             statuses = list(pool.map(lambda _: request(f"{url}/v1/predict", body, "application/x-npy")[0], range(144)))
         assert set(statuses) <= {200, 429}
@@ -314,7 +330,7 @@ def test_sigint_after_choosing_across_both_cpu_backends_exits_cleanly(labelled_b
 
 def test_stalled_body_gets_408_and_the_connection_closes(labelled_bundle, expected):
     body = npy(expected[0][:1])
-    with running(labelled_bundle, body_timeout=0.5) as (_, url):
+    with running(labelled_bundle, limits=ServeLimits(body_timeout=0.5)) as (_, url):
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
             slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
@@ -351,7 +367,7 @@ def test_shutdown_lets_an_in_flight_request_finish(labelled_bundle, expected):
 def test_event_loop_answers_while_the_runtimes_are_busy(labelled_bundle, expected):
     """Inference runs in worker threads: /healthz answers while the only runtime is held by slow runs."""
     body = npy(np.repeat(expected[0], 200, axis=0))  # a large batch keeps the one runtime busy a while
-    with running(labelled_bundle, workers=1, max_queue=4) as (_, url):
+    with running(labelled_bundle, limits=ServeLimits(workers=1, max_queue=4)) as (_, url):
         with ThreadPoolExecutor(max_workers=4) as pool:
             busy = [pool.submit(request, f"{url}/v1/predict", body, "application/x-npy") for _ in range(4)]
             start = time.perf_counter()

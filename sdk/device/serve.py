@@ -13,9 +13,9 @@ Endpoints::
     GET  /v1/model     the manifest, the version, target and precision, the self-test's verdict
     GET  /metrics      Prometheus text: requests, predict latency histogram, queue depth
 
-Load is bounded: at most ``workers`` inferences run and ``workers + max_queue`` requests are admitted
-(reading their body, waiting or running); a request beyond that gets 429 with Retry-After before its
-body is read, so memory does not grow with the load.
+Load is bounded (:class:`ServeLimits`): at most ``workers`` inferences run and ``workers + max_queue``
+requests are admitted (reading their body, waiting or running); a request beyond that gets 429 with
+Retry-After before its body is read, so memory does not grow with the load.
 Bodies past ``max_body`` get 413, bodies that stall get 408. When the served path is an install root,
 a switch of ``current`` (install or rollback) is picked up on the next request. Every version runs its
 self-test (:mod:`edgeship.bundle.selftest`) before it serves, at start and on every reload: a failing artifact is
@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from ..bundle.predictor import Predictor, fit_image
 from ..bundle.signing import configured_public_key
 from ..errors import ConfigError, EdgeshipError, InputValidationError, MissingDependencyError
 
-__all__ = ["ModelServer", "decode_body", "serve"]
+__all__ = ["ModelServer", "ServeLimits", "decode_body", "serve"]
 
 API_KEY_ENV = "EDGESHIP_API_KEY"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -259,6 +260,70 @@ class _Metrics:
         return generate_latest(registry).decode("utf-8")
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one :class:`ModelServer` admits: connections, uploads and inferences, so that memory and threads stay
+    bounded whatever the load; validated when built (ConfigError naming the field).
+
+    ``workers``: inference threads (and runtimes); at most this many requests run at once.
+    ``max_queue``: admitted requests that wait for a worker; beyond ``workers + max_queue`` a request gets 429
+    with Retry-After before its body is read. ``max_body``: bytes a request body may have (413 beyond).
+    Bodies are read before a request is admitted to inference, at most ``max_uploads`` at once (None:
+    4 x (workers + max_queue)), each within ``body_timeout`` s or at ``min_upload_rate`` bytes/s, whichever
+    allows longer (408 otherwise): a stalled upload holds an upload place, never an inference one.
+    ``max_connections`` caps open connections (uvicorn answers 503 beyond it); a connection whose request
+    headers have not all arrived ``header_timeout`` s after it opened (or after its last answer) is closed
+    (slowloris). ``graceful_timeout``: seconds shutdown waits for in-flight requests (None: no limit).
+    """
+
+    workers: int = 1
+    max_queue: int = 8
+    max_body: int = 16 << 20
+    body_timeout: float = 10.0
+    graceful_timeout: float | None = None
+    max_uploads: int | None = None
+    min_upload_rate: float = 64 << 10
+    max_connections: int = 512
+    header_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "max_queue", "max_body", "max_uploads", "max_connections"):
+            value = getattr(self, name)
+            if not (_integer(value) or (value is None and name == "max_uploads")):
+                raise ConfigError(f"ServeLimits.{name} must be an integer; got {name}={value!r}")
+        for name in ("body_timeout", "graceful_timeout", "min_upload_rate", "header_timeout"):
+            value = getattr(self, name)
+            if not (_number(value) or (value is None and name == "graceful_timeout")):
+                raise ConfigError(f"ServeLimits.{name} must be a number; got {name}={value!r}")
+        if self.workers < 1 or self.max_queue < 0 or self.max_body < 1:
+            raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={self.workers}, "
+                              f"max_queue={self.max_queue}, max_body={self.max_body}")
+        uploads = self.uploads
+        if uploads < 1 or not self.min_upload_rate > 0 or self.max_connections < 1 or not self.header_timeout > 0:
+            raise ConfigError(f"need max_uploads >= 1, min_upload_rate > 0, max_connections >= 1 and "
+                              f"header_timeout > 0; got max_uploads={uploads}, min_upload_rate={self.min_upload_rate}, "
+                              f"max_connections={self.max_connections}, header_timeout={self.header_timeout}")
+        if not self.body_timeout > 0:
+            raise ConfigError(f"need body_timeout > 0 (the seconds any body may take); "
+                              f"got body_timeout={self.body_timeout}")
+        if self.graceful_timeout is not None and not self.graceful_timeout >= 0:
+            raise ConfigError(f"need graceful_timeout >= 0 or None (no limit); "
+                              f"got graceful_timeout={self.graceful_timeout}")
+
+    @property
+    def uploads(self) -> int:
+        """The upload places: ``max_uploads``, or 4 per inference place when it is None."""
+        return self.max_uploads if self.max_uploads is not None else 4 * (self.workers + self.max_queue)
+
+
 class ModelServer:
     """An HTTP server (a Starlette app on uvicorn) for one bundle folder or install root; see the module doc.
 
@@ -271,26 +336,23 @@ class ModelServer:
     backlog = 128  # the listen backlog; the bounded queue, not the kernel, turns clients away
 
     def __init__(self, path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, *,
-                 target: str | None = None, precision: str | None = None, workers: int = 1, max_queue: int = 8,
-                 max_body: int = 16 << 20, body_timeout: float = 10.0, api_key: str | None = None,
-                 public_key: Any = None, verbose: bool = False, graceful_timeout: float | None = None,
-                 max_uploads: int | None = None, min_upload_rate: float = 64 << 10, max_connections: int = 512,
-                 header_timeout: float = 10.0, **options: Any) -> None:
-        """``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
-        signed with it. ``graceful_timeout``: seconds shutdown waits for in-flight requests (None: no limit).
-        Bodies are read before a request is admitted to inference, at most ``max_uploads`` at once (default
-        4 x (workers + max_queue)), each within ``body_timeout`` s or at ``min_upload_rate`` bytes/s, whichever
-        allows longer: a stalled upload holds an upload place, never an inference one.
-        ``max_connections`` caps open connections (uvicorn answers 503 beyond it); a connection whose request
-        headers have not all arrived ``header_timeout`` s after it opened (or after its last answer) is closed.
-        ``options`` go to the target (e.g. ``threads``)."""
-        if workers < 1 or max_queue < 0 or max_body < 1:
-            raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={workers}, "
-                              f"max_queue={max_queue}, max_body={max_body}")
+                 target: str | None = None, precision: str | None = None, limits: ServeLimits | None = None,
+                 api_key: str | None = None, public_key: Any = None, verbose: bool = False, **options: Any) -> None:
+        """``limits`` (default ``ServeLimits()``): workers, queue, body, upload and connection limits.
+        ``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
+        signed with it. ``options`` go to the target (e.g. ``threads``)."""
+        misplaced = sorted(set(options) & {f.name for f in fields(ServeLimits)})
+        if misplaced:  # would otherwise reach the target as runtime options
+            raise ConfigError(f"{', '.join(misplaced)} {'is a limit' if len(misplaced) == 1 else 'are limits'}: "
+                              f"pass limits=ServeLimits({', '.join(f'{n}=...' for n in misplaced)})")
+        if limits is None:
+            limits = ServeLimits()
+        elif not isinstance(limits, ServeLimits):
+            raise ConfigError(f"limits must be a ServeLimits, got {type(limits).__name__}")
+        self.limits = limits
         uvicorn = require("uvicorn", "edgeship serve")
         self.path = Path(path)
         self.install_root = self.path if (self.path / CURRENT).is_symlink() else None
-        self.workers, self.max_queue, self.max_body, self.body_timeout = workers, max_queue, max_body, body_timeout
         if api_key is not None and not api_key.strip():
             raise ConfigError("the API key is empty: an empty key would let every request in; give a non-empty key "
                               "or none (no authentication)")
@@ -299,20 +361,14 @@ class ModelServer:
         self._load_args = (target, precision, options)
         self._public_key = public_key
         self.metrics = _Metrics()
-        self._admission = threading.BoundedSemaphore(workers + max_queue)
-        self.max_uploads = max_uploads if max_uploads is not None else 4 * (workers + max_queue)
-        if self.max_uploads < 1 or min_upload_rate <= 0 or max_connections < 1 or not header_timeout > 0:
-            raise ConfigError(f"need max_uploads >= 1, min_upload_rate > 0, max_connections >= 1 and "
-                              f"header_timeout > 0; got {self.max_uploads}, {min_upload_rate}, {max_connections}, "
-                              f"{header_timeout}")
-        self.min_upload_rate = float(min_upload_rate)
+        self._admission = threading.BoundedSemaphore(limits.workers + limits.max_queue)
         self._uploads = threading.BoundedSemaphore(self.max_uploads)
         self._reload_lock = threading.Lock()
         self._failed_reload: str | None = None
         # blocking work runs off the event loop on threads this server owns (joined by close()): inference on
         # ``workers`` threads (the limiter: more admitted requests wait in the loop, holding no thread), model
         # checks and reloads on one more, so /healthz and /metrics answer while every runtime is busy
-        self._inference = ThreadPoolExecutor(workers, thread_name_prefix="edgeship-infer")
+        self._inference = ThreadPoolExecutor(limits.workers, thread_name_prefix="edgeship-infer")
         self._control = ThreadPoolExecutor(1, thread_name_prefix="edgeship-reload")
         self.app = self._build_app()
         self.model = self._load(self.path)
@@ -325,11 +381,38 @@ class ModelServer:
         self.server_address = self.socket.getsockname()
         config = uvicorn.Config(self.app, lifespan="on", log_config=uvicorn.config.LOGGING_CONFIG if verbose else None,
                                 access_log=verbose, log_level="info" if verbose else "warning", server_header=False,
-                                backlog=self.backlog, timeout_graceful_shutdown=graceful_timeout,
-                                limit_concurrency=max_connections, http=header_deadline_protocol(header_timeout))
+                                backlog=self.backlog, timeout_graceful_shutdown=limits.graceful_timeout,
+                                limit_concurrency=limits.max_connections,
+                                http=header_deadline_protocol(limits.header_timeout))
         self.uvicorn = uvicorn.Server(config)
         self._serving = threading.Event()
         self._stopped = threading.Event()
+
+    # the limits read on every request, as the attributes they were before ServeLimits
+    @property
+    def workers(self) -> int:
+        return self.limits.workers
+
+    @property
+    def max_queue(self) -> int:
+        return self.limits.max_queue
+
+    @property
+    def max_body(self) -> int:
+        return self.limits.max_body
+
+    @property
+    def body_timeout(self) -> float:
+        return self.limits.body_timeout
+
+    @property
+    def max_uploads(self) -> int:
+        """The upload places, resolved (``ServeLimits.max_uploads`` or its default)."""
+        return self.limits.uploads
+
+    @property
+    def min_upload_rate(self) -> float:
+        return float(self.limits.min_upload_rate)
 
     # -- the model, admission and prediction (no HTTP here) ----------------------------------------
     def _load(self, path: Path) -> _Loaded:

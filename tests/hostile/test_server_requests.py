@@ -15,12 +15,11 @@ Refused:
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
 from edgeship.cli import main
-from edgeship.device.serve import ModelServer
+from edgeship.device.serve import ModelServer, ServeLimits
 from edgeship.errors import ConfigError
 from test_serve import request, running
 
@@ -74,7 +73,7 @@ def test_nine_stalled_uploads_do_not_lock_other_clients_out(labelled_bundle, dig
     from test_serve import _stalled, _wait_for, npy
 
     body = npy(digits_data[2][:1])
-    with running(labelled_bundle, workers=1, max_queue=8) as (_, url):
+    with running(labelled_bundle, limits=ServeLimits(workers=1, max_queue=8)) as (_, url):
         port = int(url.rsplit(":", 1)[1])
         stalled = [_stalled(port, body) for _ in range(9)]
         try:
@@ -91,7 +90,7 @@ def test_half_sent_headers_are_closed_after_the_header_timeout(labelled_bundle):
     import socket
     import time
 
-    with running(labelled_bundle, header_timeout=1.0) as (_, url):
+    with running(labelled_bundle, limits=ServeLimits(header_timeout=1.0)) as (_, url):
         port = int(url.rsplit(":", 1)[1])
         half = []
         for _ in range(300):
@@ -122,4 +121,4 @@ def test_half_sent_headers_are_closed_after_the_header_timeout(labelled_bundle):
 
 def test_a_nonpositive_header_timeout_is_refused(labelled_bundle):
     with pytest.raises(ConfigError, match="header_timeout > 0"):
-        ModelServer(labelled_bundle, "127.0.0.1", 0, header_timeout=0)
+        ModelServer(labelled_bundle, "127.0.0.1", 0, limits=ServeLimits(header_timeout=0))
