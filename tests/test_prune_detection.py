@@ -10,7 +10,7 @@ import edgeship
 import numpy as np
 import pytest
 from edgeship import ConfigError, InputSpec, Prune, Recipe
-from edgeship.build.prune import _reestimate_batchnorm, distill, model_fingerprint, prune_model
+from edgeship.build.prune import distill, model_fingerprint, prune_model
 from edgeship.bundle.detector import Detector
 from edgeship.tasks.detection import box_parity, postprocess, prepare_detector
 
@@ -26,7 +26,8 @@ def _live_detector(name: str, **kwargs):
     (random init alone leaves them ~1e-14, so every image gets the same head outputs)."""
     model = _detector(name, **kwargs)
     x = np.concatenate([SSD_SPEC.apply_preprocess(img) for img in _blocky_images(8, 320, 320, seed=7)])
-    _reestimate_batchnorm(prepare_detector(model, (320, 320))[0], torch.from_numpy(x))  # backbone and head
+    backbone_and_head = prepare_detector(model, (320, 320))[0]
+    torch.optim.swa_utils.update_bn(torch.from_numpy(x).split(256), backbone_and_head)
     return model.eval()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..._arrays import load_npz_cache
+from ..._files import atomic_write
 from ..._lazy import require
 from ...measure.latency import measure_latency
 
@@ -49,10 +50,10 @@ def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int
     path = (cache_dir or default_cache_dir()) / f"synthetic_ssdlite_{key.hexdigest()[:12]}.npz"
     torch.manual_seed(seed)
     model = D.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=scene.num_classes)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            model.load_state_dict({k: torch.from_numpy(stored[k]) for k in stored.files if not k.startswith("_")})
-            info = {"train_s": float(stored["_train_seconds"]), "steps": int(stored["_steps"]), "cached": True}
+    stored = load_npz_cache(path, "ssdlite320 weights")
+    if stored is not None:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items() if not k.startswith("_")})
+        info = {"train_s": float(stored["_train_seconds"]), "steps": int(stored["_steps"]), "cached": True}
         return model.eval(), info
     images, truth = make_scenes(2000, "train", seed, scene)
     targets = [{"boxes": torch.from_numpy(t["boxes"]), "labels": torch.from_numpy(t["labels"])} for t in truth]
@@ -72,11 +73,9 @@ def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int
             print(f"step {steps}, {time.perf_counter() - start:.0f} s, loss {float(loss.detach()):.3f}", flush=True)
     train_s = time.perf_counter() - start
     _recalibrate_batchnorm(model, images, batch, limit=512)  # exact batch-norm statistics of the final weights
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, _train_seconds=np.float64(train_s), _steps=np.int64(steps),
-             **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        np.savez(fh, _train_seconds=np.float64(train_s), _steps=np.int64(steps),
+                 **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     return model.eval(), {"train_s": train_s, "steps": steps, "cached": False}
 
 

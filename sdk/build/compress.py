@@ -182,13 +182,17 @@ def _selftest(tmp: Path, spec: InputSpec, entries: list[dict[str, Any]], source_
     """The bundle's self-test (see :mod:`edgeship.bundle.selftest`): golden inputs from the validation data, else the
     calibration set; the FP32 source's outputs on them; every artifact's result here in its entry."""
     from ..bundle.folder import load_entry
-    from ..bundle.selftest import build_selftest
+    from ..bundle.selftest import build_selftest, select_golden
 
-    return build_selftest(tmp, spec, entries, source_files, load_entry=load_entry,
+    try:
+        selected = select_golden(spec, validation=control.inputs if control is not None else None, calib=calib,
+                                 calibration=calibration, preprocess=preprocess, samples=recipe.selftest_samples,
+                                 seed=recipe.seed)
+    except ConfigError as exc:  # e.g. random inputs for a spec with dynamic dims
+        return {"skipped": str(exc)}
+    return build_selftest(tmp, spec, entries, source_files, selected, load_entry=load_entry,
                           task="detection" if head is not None else "classification", head=head,
-                          validation=control.inputs if control is not None else None, calib=calib,
-                          calibration=calibration, preprocess=preprocess, samples=recipe.selftest_samples,
-                          min_agreement=recipe.selftest_min_agreement, seed=recipe.seed)
+                          min_agreement=recipe.selftest_min_agreement)
 
 
 def _export(model: Any, spec: InputSpec, path: Path) -> tuple[InputSpec, Any, Any]:

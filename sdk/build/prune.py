@@ -351,7 +351,7 @@ def _distill(student: Any, teacher: Any, inputs: np.ndarray, config: Prune, kind
                 optimizer.step()
                 schedule.step()
             bar.advance(task)
-    _reestimate_batchnorm(student, x)
+    torch.optim.swa_utils.update_bn(x.split(256), student)  # exact statistics: running averages lag behind training
     return student.eval()
 
 
@@ -366,25 +366,6 @@ def _distill_loss(out: Any, target: Any, kind: OutputKind | None, loss: str) -> 
         out, target = out.flatten(0, -2), target.flatten(0, -2)
         return F.kl_div(F.log_softmax(out, 1), F.softmax(target, 1), reduction="batchmean")
     return F.binary_cross_entropy_with_logits(out, target.sigmoid())
-
-
-def _reestimate_batchnorm(model: Any, x: Any) -> None:
-    """Exact batch-norm statistics for the final weights (running averages lag behind training)."""
-    torch = require("torch", "distillation")
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over all batches
-    model.train()
-    with torch.no_grad():
-        for chunk in x.split(256):
-            model(chunk)
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
-    model.eval()
 
 
 def _outputs(out: Any, kinds: tuple[OutputKind, ...] | None) -> list[Any]:

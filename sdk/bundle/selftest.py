@@ -116,19 +116,18 @@ def _reference_runtime(onnx_path: Path, spec: "InputSpec") -> tuple[Any, str]:
                       "(pip install \"edgeship[onnxruntime]\")")
 
 
-def build_selftest(root: Path, spec: "InputSpec", entries: list[dict[str, Any]], source_files: dict[str, str], *,
-                   load_entry: Any, task: str = "classification", head: Any = None, validation: np.ndarray | None = None,
-                   calib: Any = None, calibration: Any = None, preprocess: bool = False, samples: int = 64,
-                   min_agreement: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """Write the golden inputs and reference outputs under ``root``, hash them into ``source_files``, run every
-    artifact of ``entries`` on them here and record the result in its ``selftest``; return the manifest's
-    ``selftest`` section (``{"skipped": why}`` when no reference can run here)."""
+def build_selftest(root: Path, spec: "InputSpec", entries: list[dict[str, Any]], source_files: dict[str, str],
+                   selected: tuple[np.ndarray, dict[str, Any]], *, load_entry: Any, task: str = "classification",
+                   head: Any = None, min_agreement: float = 0.95) -> dict[str, Any]:
+    """Write the golden inputs ``selected`` (``select_golden``'s (inputs, where they came from)) and their reference
+    outputs under ``root``, hash them into ``source_files``, run every artifact of ``entries`` on them here and
+    record the result in its ``selftest``; return the manifest's ``selftest`` section (``{"skipped": why}`` when
+    no reference can run here)."""
     from .._fleet import cpu_flags
     from .folder import SOURCE_ONNX, sha256_file
 
+    inputs, origin = selected
     try:
-        inputs, origin = select_golden(spec, validation=validation, calib=calib, calibration=calibration,
-                                       preprocess=preprocess, samples=samples, seed=seed)
         reference, described = _reference_runtime(root / SOURCE_ONNX, spec)
     except ConfigError as exc:
         return {"skipped": str(exc)}
@@ -255,7 +254,7 @@ def load_golden(bundle: "Bundle") -> Golden | None:
         if any(len(a) != len(inputs) for a in stored):
             raise BundleIntegrityError(f"bundle {bundle.path}: a self-test reference does not have one row per input")
     return Golden(inputs=inputs, references=refs, names=names, batch=int(section.get("batch") or RUN_BATCH),
-                  task=bundle.manifest.get("task", "classification"), head=head, graph=counts is not None,
+                  task=bundle.manifest.task, head=head, graph=counts is not None,
                   scale=float(section.get("output_scale") or 1.0))
 
 

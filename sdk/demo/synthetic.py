@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._arrays import load_npz_cache
 from .._lazy import require
 from .._progress import progress
 from ..errors import ConfigError
@@ -335,10 +336,10 @@ def train_detector(scene: SceneConfig = SceneConfig(), train: TrainConfig = Trai
     path = weights_path(scene, train, seed, cache_dir)
     torch.manual_seed(seed)
     model = build_detector(scene, train)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as stored:
-            model.load_state_dict({k: torch.from_numpy(stored[k]) for k in stored.files if k != "_train_seconds"})
-            model.train_seconds = float(stored["_train_seconds"])
+    stored = load_npz_cache(path, "synthetic FCOS weights")
+    if stored is not None:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items() if k != "_train_seconds"})
+        model.train_seconds = float(stored["_train_seconds"])
         return model.eval()
     start = time.perf_counter()
     images, truth = make_scenes(train.scenes, "train", seed, scene)
@@ -379,12 +380,6 @@ def train_detector(scene: SceneConfig = SceneConfig(), train: TrainConfig = Trai
 def _recalibrate_batchnorm(model: Any, images: np.ndarray, batch_size: int, limit: int = 1024) -> None:
     """Re-estimate the body's batch-norm statistics on the final weights: exact averages, not a running mean."""
     torch = require("torch", "the synthetic detector")
-    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        for start in range(0, min(len(images), limit), batch_size):
-            x = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float().div_(255)
-            model.backbone(model.transform(list(x))[0].tensors)
-
+    pixels = (torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float().div_(255)
+              for start in range(0, min(len(images), limit), batch_size))
+    torch.optim.swa_utils.update_bn((model.transform(list(x))[0].tensors for x in pixels), model.backbone)
