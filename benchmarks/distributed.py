@@ -5,7 +5,7 @@ One Ray task per (bundle, target) asks for one unit of the custom resource named
 target's artifacts — on the device, not on the driver. The bundle travels as reproducible tar bytes
 through the object store, checked by SHA-256 and unpacked with every file's hash checked; the task
 runs the ordinary local ``benchmark`` on it and sends the rows back with the host's environment. A
-task whose worker dies (or runs past ``task_timeout_s``) is retried ``retries`` times, then reported
+task whose worker dies (or runs past the Executor's ``timeout_s``) is retried ``retries`` times, then reported
 in the warnings with the report marked incomplete; a target no node advertises is reported the same way.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -25,6 +25,7 @@ from ..errors import EdgeshipError, MissingDependencyError, TransferError
 from .report import REPORT_SCHEMA_VERSION, Report, Row
 
 if TYPE_CHECKING:
+    from ..executor import Executor
     from ..bundle.folder import Bundle
 
 
@@ -57,9 +58,8 @@ def remote_benchmark(data: bytes, sha256: str, name: str, target: str, inputs: A
 
 
 def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str, Any], targets: Sequence[str] | None,
-                     address: str | None, retries: int, task_timeout_s: float | None, budget_pts: float,
-                     settings: dict[str, Any], save_to: Path | None, show_progress: bool,
-                     sign_key: Any = None) -> Report:
+                     executor: "Executor", budget_pts: float, settings: dict[str, Any], save_to: Path | None,
+                     show_progress: bool, sign_key: Any = None) -> Report:
     """Measure every (bundle, target) as a Ray task and assemble one report (see the module doc)."""
     from ..targets import list_targets
     from .evaluate import _finish  # back-edge: the same finishing step as a local run
@@ -72,9 +72,9 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
     results: dict[tuple[int, str], dict[str, Any]] = {}
     failures: list[str] = []
 
-    with RayCluster(wanted, address, strict=False, advertise=[t for t in wanted if t in here]) as cluster:
+    with RayCluster(wanted, executor.address, strict=False, advertise=[t for t in wanted if t in here]) as cluster:
         ray = cluster.ray
-        scheduler = RayScheduler(cluster, remote_benchmark, retries=retries, timeout_s=task_timeout_s,
+        scheduler = RayScheduler(cluster, remote_benchmark, retries=executor.retries, timeout_s=executor.timeout_s,
                                  failed=lambda error: {"error": error, "retry": True, "host": None})
         shared_inputs, shared_kwargs = ray.put(data), ray.put(kwargs)
         packed = []
@@ -87,7 +87,7 @@ def benchmark_on_ray(bundles: Sequence["Bundle"], data: Any, *, kwargs: dict[str
             for t in dict.fromkeys(t for t, _ in bundle.variants):
                 if t in cluster.targets:
                     scheduler.submit(t, (i, t), (packed[i][0], packed[i][1], bundle.path.name, t, shared_inputs,
-                                                 shared_kwargs, task_timeout_s))
+                                                 shared_kwargs, executor.timeout_s))
                     total += 1
 
         try:
@@ -144,8 +144,7 @@ def _assemble(report: Report, bundles: Sequence["Bundle"], results: Mapping[tupl
             for row in parsed:
                 if row.is_reference and n > 0:
                     continue  # one reference per bundle; each task measured its own on its host
-                row.bundle, row.host = where, outcome["host"]
-                rows.append(row)
+                rows.append(replace(row, bundle=where, host=outcome["host"]))
     report.rows = rows
     report.environment = {"executor": "ray", "address": cluster.address, "hosts": hosts,
                           "targets_measured": cluster.targets, "targets_missing": cluster.missing,

@@ -6,7 +6,7 @@ import contextlib
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,24 +16,14 @@ from .._fleet import cpu_flags  # re-exported: edgeship.benchmarks.cpu_flags
 from .._progress import progress
 from ..bundle.folder import MANIFEST, Bundle, sha256_file
 from ..errors import ConfigError
+from ..executor import Executor, as_executor
 from ..measure.latency import measure_latency, measure_streams, peak_rss_mb, reset_peak_rss
 from ..measure.metrics import METRICS, PROPORTIONS, Metric, classification_report, get_metric, proportion_interval
+from ..measure.plan import Measurement
 from ..measure.stats import bootstrap_indices, percentile_interval
 from .report import Report, Row
 
 # CPU features that decide which kernels a backend can use (x86: AVX2 / AVX-512 / VNNI / AMX; Arm: dot product)
-
-@dataclass(frozen=True)
-class _Plan:
-    """How each row is measured."""
-
-    runs: int
-    warmup: int
-    batch_size: int
-    preprocess: bool
-    streams: int
-    ci_resamples: int
-
 
 def benchmark(
     bundles: Sequence[str | os.PathLike | Bundle] | str | os.PathLike | Bundle,
@@ -42,23 +32,14 @@ def benchmark(
     *,
     reference: Any = None,
     targets: Sequence[str] | None = None,
-    runs: int = 100,
-    warmup: int = 10,
-    batch_size: int = 1,
-    threads: int | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
+    measure: Measurement | None = None,
     preprocess: bool = False,
-    streams: int = 1,
     budget_pts: float = 1.0,
     agreement_threshold: float = 0.99,
-    ci_resamples: int = 200,
     save_to: str | os.PathLike | None = None,
     sign_key: Any = None,
     show_progress: bool = True,
-    executor: str = "local",
-    address: str | None = None,
-    retries: int = 2,
-    task_timeout_s: float | None = None,
+    executor: str | Executor = "local",
 ) -> Report:
     """Measure accuracy and latency of each bundle artifact against an FP32 reference.
 
@@ -70,26 +51,19 @@ def benchmark(
         reference: a torch ``nn.Module`` to compare against (torch eager FP32); default: each
             bundle's FP32 ONNX graph in ONNX Runtime.
         targets: only these targets (default: every artifact whose backend is available here).
-        runs, warmup, batch_size: latency measurement: timed calls, untimed calls, samples per call.
-        threads: CPU threads for every runtime (default: each backend's own choice).
-        options: more runtime options per target, e.g. ``{"openvino-cpu": {"inference_precision": "bf16"}}``
-            (each target's ``runtime_options`` lists what it accepts); recorded in each row.
+        measure: how each row is timed (:class:`edgeship.Measurement`: runs, warmup, batch size, streams,
+            threads, runtime options, bootstrap resamples); default ``Measurement()``.
         preprocess: ``data`` inputs are raw images; apply each bundle's preprocessing (and measure
             end-to-end latency: preprocessing + inference + arg-max).
-        streams: > 1 also measures throughput with this many runtimes of each variant running
-            concurrently, one thread each.
         budget_pts: accuracy budget in points; per target the fastest variant within it is marked.
         agreement_threshold: rows agreeing with the reference on fewer samples (fraction) are flagged.
-        ci_resamples: bootstrap resamples for a user metric's interval (0: none; the metric is then
-            called once per row).
         save_to: a folder: the report is saved there after every row (``complete: false``) and at the
             end; a Ctrl-C saves the rows measured so far, marked incomplete, then re-raises.
         sign_key: an Ed25519 private key (PEM path or bytes): the final report.json is signed
             (``report.json.sig``), so ``edgeship gate --verify`` refuses an edited one.
-        executor: "local" (here), or "ray": each (bundle, target) runs as a Ray task on a node that
-            advertises the target as a custom resource (see :mod:`edgeship.benchmarks.distributed`).
-        address: the Ray cluster ("auto", "HOST:PORT"; None: a one-machine cluster started for the run).
-        retries, task_timeout_s: Ray only: extra attempts for a task whose worker died or ran past the timeout.
+        executor: "local" (here), "ray", or an :class:`edgeship.Executor` (its address, retries and task
+            timeout): each (bundle, target) runs as a Ray task on a node that advertises the target as a
+            custom resource (see :mod:`edgeship.benchmarks.distributed`).
     """
     from ..targets import list_targets
 
@@ -103,42 +77,35 @@ def benchmark(
             raise ConfigError(f"data has {len(x)} inputs but {len(labels)} labels")
     if not len(x):
         raise ConfigError("data holds no inputs")
-    if streams < 1 or ci_resamples < 0:
-        raise ConfigError(f"streams must be >= 1 and ci_resamples >= 0, got streams={streams}, ci_resamples={ci_resamples}")
+    measure = _checked_measurement(measure)
     if not 0 < agreement_threshold <= 1:
         raise ConfigError(f"agreement_threshold is a fraction in (0, 1], got {agreement_threshold}")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
-    if executor == "local" and address is not None:
-        raise ConfigError("address is the Ray cluster's; pass executor='ray' with it")
-    if not isinstance(retries, int) or retries < 0 or (task_timeout_s is not None and not task_timeout_s > 0):
-        raise ConfigError(f"retries must be an int >= 0 and task_timeout_s > 0 or None; got {retries!r}, {task_timeout_s!r}")
+    run_on = as_executor(executor)
     metric_name, metric_fn = get_metric(metric)
-    plan = _Plan(runs, warmup, batch_size, preprocess, streams, ci_resamples)
     available = list_targets(available_only=True)
+    threads = measure.threads
     opts = {} if threads is None else {"threads": threads}
-    per_target = _target_options(options, opts)
+    per_target = _target_options(measure.options, opts)
     opened = [Bundle.open(b.path if isinstance(b, Bundle) else b) for b in bundles]
     rss_per_row = reset_peak_rss()
-    settings = {"runs": runs, "warmup": warmup, "batch_size": batch_size, "threads": threads, "samples": int(len(x)),
-                "options": {t: dict(o) for t, o in (options or {}).items()},
-                "reference": "torch eager" if reference is not None else "onnxruntime fp32", "streams": streams,
+    settings = {"runs": measure.runs, "warmup": measure.warmup, "batch_size": measure.batch_size, "threads": threads,
+                "samples": int(len(x)), "options": measure.to_dict()["options"],
+                "reference": "torch eager" if reference is not None else "onnxruntime fp32", "streams": measure.streams,
                 "budget_pts": budget_pts, "agreement_threshold": agreement_threshold,
                 "intervals": "95%: Wilson for top1/top5/agreement, bootstrap for latency percentiles (1000 resamples, "
-                             f"seed 0) and user metrics ({ci_resamples} resamples)",
+                             f"seed 0) and user metrics ({measure.ci_resamples} resamples)",
                 "end_to_end": "preprocessing + inference + arg-max on raw inputs" if preprocess else None,
                 "peak_rss": "per row" if rss_per_row else "process peak so far",
                 "targets": list(targets) if targets else None}
-    if executor == "ray":
+    if run_on.kind == "ray":
         from .distributed import benchmark_on_ray
 
-        kwargs = dict(metric=metric, runs=runs, warmup=warmup, batch_size=batch_size, threads=threads, options=options,
-                      preprocess=preprocess, streams=streams, budget_pts=budget_pts,
-                      agreement_threshold=agreement_threshold, ci_resamples=ci_resamples, reference=reference)
-        settings.update(metric=metric_name, executor="ray", retries=retries, task_timeout_s=task_timeout_s)
+        kwargs = dict(metric=metric, measure=measure, preprocess=preprocess, budget_pts=budget_pts,
+                      agreement_threshold=agreement_threshold, reference=reference)
+        settings.update(metric=metric_name, executor="ray", retries=run_on.retries, task_timeout_s=run_on.timeout_s)
         return benchmark_on_ray(opened, (x, labels) if labels is not None else x, kwargs=kwargs, targets=targets,
-                                address=address, retries=retries, task_timeout_s=task_timeout_s, budget_pts=budget_pts,
-                                settings=settings, save_to=Path(save_to) if save_to is not None else None,
+                                executor=run_on, budget_pts=budget_pts, settings=settings,
+                                save_to=Path(save_to) if save_to is not None else None,
                                 show_progress=show_progress, sign_key=sign_key)
     env = environment(threads)
     env["bundles"] = {str(b.path.resolve()): sha256_file(b.path / MANIFEST) for b in opened}
@@ -158,23 +125,27 @@ def benchmark(
             task = bar.add_task("benchmark", total=total)
             for bundle in opened:
                 name = bundle.path.name.removesuffix(".edgeship")
-                where = {"bundle": str(bundle.path.resolve()), "manifest_sha256": env["bundles"][str(bundle.path.resolve())]}
+                where = {"bundle": str(bundle.path.resolve()),
+                         "manifest_sha256": env["bundles"][str(bundle.path.resolve())]}
                 inputs = bundle.spec.apply_preprocess(x) if preprocess else np.ascontiguousarray(x, dtype=bundle.spec.dtype)
                 bar.update(task, description=f"{name}: reference")
                 reset_peak_rss()
                 ref_rt, ref_target = _reference_runtime(bundle, reference, threads)
                 with ref_rt:
-                    ref_row, ref_out = _measure(ref_rt, inputs, x, labels, metric_name, metric_fn, plan, None)
-                ref_row.variant, ref_row.target, ref_row.precision, ref_row.is_reference = name, ref_target, "fp32", True
-                ref_row.size_mb = bundle.source_onnx.stat().st_size / 1e6
-                ref_row.source = bundle.manifest.get("source_fingerprint", "")[:16]
-                ref_row.threads, ref_row.peak_rss_mb = threads, peak_rss_mb()
-                ref_row.bundle, ref_row.manifest_sha256 = where["bundle"], where["manifest_sha256"]
-                ref_row.streams = 1
+                    measured, ref_out = _measure(ref_rt, inputs, x, labels, (metric_name, metric_fn), measure,
+                                                 preprocess, None)
+                source = bundle.manifest.source_fingerprint[:16]
+                ref_row = Row(variant=name, target=ref_target, precision="fp32", is_reference=True, drop_pts=None,
+                              agreement_pct=None, size_mb=bundle.source_onnx.stat().st_size / 1e6, source=source,
+                              threads=threads, peak_rss_mb=peak_rss_mb(), **where, **measured)
                 add(ref_row)
-                pruning = bundle.manifest.get("pruning") or {}
+                pruning = bundle.manifest.pruning
                 if pruning.get("search"):
                     report.pruning_search[name] = pruning["search"]
+                complexity = bundle.manifest.complexity
+                shrunk = ({"params": complexity["params"], "macs": complexity["macs"],
+                           "prune_ratio": pruning.get("ratio", 0.0), "macs_ratio": pruning.get("macs_ratio", 1.0)}
+                          if complexity else {})
                 bar.advance(task)
                 for target, precision in bundle.variants:
                     bar.update(task, description=f"{name}: {target} {precision}")
@@ -184,30 +155,16 @@ def benchmark(
                     reset_peak_rss()
                     load_opts = {**opts, **per_target.get(target, {})}
                     with bundle.load(target, precision, **load_opts) as rt:
-                        more = (lambda: bundle.load(target, precision, **load_opts)) if streams > 1 else None
-                        row, out = _measure(rt, inputs, x, labels, metric_name, metric_fn, plan, more)
-                    row.variant, row.target, row.precision = name, target, precision
-                    row.source = ref_row.source
-                    row.threads, row.peak_rss_mb = threads, peak_rss_mb()
-                    row.options = dict(per_target[target]) if per_target.get(target) else None
-                    row.bundle, row.manifest_sha256 = where["bundle"], where["manifest_sha256"]
-                    complexity = bundle.manifest.get("complexity") or {}
-                    if complexity:
-                        row.params, row.macs = complexity["params"], complexity["macs"]
-                        row.prune_ratio = pruning.get("ratio", 0.0)
-                        row.macs_ratio = pruning.get("macs_ratio", 1.0)
+                        more = (lambda: bundle.load(target, precision, **load_opts)) if measure.streams > 1 else None
+                        measured, out = _measure(rt, inputs, x, labels, (metric_name, metric_fn), measure,
+                                                 preprocess, more)
                     entry = bundle.artifact(target, precision)
-                    row.size_mb = bundle.size_bytes(entry) / 1e6
-                    row.int8_flavour = entry.get("options", {}).get("int8_flavour")
-                    if out.ndim == 2 and ref_out.ndim == 2 and out.shape == ref_out.shape:
-                        same = int(np.count_nonzero(out.argmax(axis=1) == ref_out.argmax(axis=1)))
-                        row.agreement_pct = 100.0 * same / len(out)
-                        lo, hi = proportion_interval(same / len(out), len(out))
-                        row.agreement_ci_pct = (100.0 * lo, 100.0 * hi)
-                    if row.accuracy_pct is not None and ref_row.accuracy_pct is not None:
-                        row.drop_pts = ref_row.accuracy_pct - row.accuracy_pct
-                    row.flags = _flags(row, budget_pts, agreement_threshold)
-                    add(row)
+                    row = Row(variant=name, target=target, precision=precision, source=source, threads=threads,
+                              peak_rss_mb=peak_rss_mb(), options=dict(per_target[target]) if per_target.get(target) else None,
+                              size_mb=bundle.size_bytes(entry) / 1e6,
+                              int8_flavour=entry.get("options", {}).get("int8_flavour"),
+                              **where, **shrunk, **measured, **_against_reference(out, ref_out, measured, ref_row))
+                    add(replace(row, flags=_flags(row, budget_pts, agreement_threshold)))
                     bar.advance(task)
     except KeyboardInterrupt:
         _finish(report, budget_pts)
@@ -220,6 +177,28 @@ def benchmark(
     if folder is not None:
         report.save(folder, sign_key=sign_key)
     return report
+
+
+def _checked_measurement(measure: Any) -> Measurement:
+    """``measure`` or the default, refusing anything that is not a Measurement."""
+    if measure is None:
+        return Measurement()
+    if not isinstance(measure, Measurement):
+        raise ConfigError(f"measure must be an edgeship.Measurement, got {type(measure).__name__}")
+    return measure
+
+
+def _against_reference(out: np.ndarray, ref_out: np.ndarray, measured: Mapping[str, Any],
+                       ref_row: Row) -> dict[str, Any]:
+    """A variant's top-1 agreement with the reference (and its interval) and its accuracy drop in points."""
+    fields: dict[str, Any] = {"agreement_pct": None, "agreement_ci_pct": None, "drop_pts": None}
+    if out.ndim == 2 and ref_out.ndim == 2 and out.shape == ref_out.shape:
+        same = int(np.count_nonzero(out.argmax(axis=1) == ref_out.argmax(axis=1)))
+        lo, hi = proportion_interval(same / len(out), len(out))
+        fields.update(agreement_pct=100.0 * same / len(out), agreement_ci_pct=(100.0 * lo, 100.0 * hi))
+    if measured["accuracy_pct"] is not None and ref_row.accuracy_pct is not None:
+        fields["drop_pts"] = ref_row.accuracy_pct - measured["accuracy_pct"]
+    return fields
 
 
 def _target_options(options: Mapping[str, Mapping[str, Any]] | None, common: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -236,7 +215,7 @@ def _target_options(options: Mapping[str, Mapping[str, Any]] | None, common: Map
         checked[target] = cls.check_options(values)
         cls.check_options({**common, **checked[target]})
         if "threads" in checked[target] and "threads" in common:
-            raise ConfigError(f"threads is given twice (threads= and options[{target!r}]); give it once")
+            raise ConfigError(f"threads is given twice (Measurement threads= and options[{target!r}]); give it once")
     return checked
 
 
@@ -319,38 +298,39 @@ def _classes(out: np.ndarray, labels: np.ndarray | None) -> dict[str, Any] | Non
     return classification_report(out, flat)
 
 
-def _measure(rt, inputs: np.ndarray, raw: np.ndarray, labels: np.ndarray | None, metric_name: str, metric_fn: Metric,
-             plan: _Plan, load_more: Callable[[], Any] | None) -> tuple[Row, np.ndarray]:
-    """Accuracy, per-class metrics, model-only and end-to-end latency and stream throughput of one runtime."""
+def _measure(rt, inputs: np.ndarray, raw: np.ndarray, labels: np.ndarray | None, metric: tuple[str, Metric],
+             measure: Measurement, preprocess: bool, load_more: Callable[[], Any] | None) -> tuple[dict[str, Any], np.ndarray]:
+    """Accuracy, per-class metrics, model-only and end-to-end latency and stream throughput of one runtime:
+    the measured fields of its Row, and its first output over all inputs."""
+    metric_name, metric_fn = metric
     out = _predict(rt, inputs, batch=64)
     accuracy, accuracy_ci = (None, None) if labels is None else _accuracy(out, labels, metric_name, metric_fn,
-                                                                          plan.ci_resamples)
-    sample = np.ascontiguousarray(inputs[: plan.batch_size])
-    if len(sample) < plan.batch_size:
-        raise ConfigError(f"batch_size {plan.batch_size} is larger than the {len(inputs)} inputs given")
-    stats = measure_latency(lambda: rt.run(sample), runs=plan.runs, warmup=plan.warmup, batch=plan.batch_size)
-    row = Row(variant="", target="", precision="", accuracy_pct=accuracy, drop_pts=None, agreement_pct=None,
-              p50_ms=stats.p50_ms, p90_ms=stats.p90_ms, p99_ms=stats.p99_ms, throughput=stats.throughput,
-              size_mb=None, batch=plan.batch_size, runs=plan.runs, samples=int(len(inputs)),
-              accuracy_ci_pct=accuracy_ci, p50_ci_ms=stats.p50_ci, p99_ci_ms=stats.p99_ci, cpu_flags=cpu_flags())
+                                                                          measure.ci_resamples)
+    batch = measure.batch_size
+    sample = np.ascontiguousarray(inputs[:batch])
+    if len(sample) < batch:
+        raise ConfigError(f"batch_size {batch} is larger than the {len(inputs)} inputs given")
+    stats = measure_latency(lambda: rt.run(sample), runs=measure.runs, warmup=measure.warmup, batch=batch)
+    fields: dict[str, Any] = dict(
+        accuracy_pct=accuracy, accuracy_ci_pct=accuracy_ci, p50_ms=stats.p50_ms, p90_ms=stats.p90_ms,
+        p99_ms=stats.p99_ms, throughput=stats.throughput, batch=batch, runs=measure.runs, samples=int(len(inputs)),
+        p50_ci_ms=stats.p50_ci, p99_ci_ms=stats.p99_ci, cpu_flags=cpu_flags())
     report = _classes(out, labels)
     if report is not None:
-        row.per_class = {k: report[k] for k in ("precision", "recall", "f1", "support")}
-        row.macro_precision_pct = 100.0 * report["macro_precision"]
-        row.macro_recall_pct = 100.0 * report["macro_recall"]
-        row.macro_f1_pct = 100.0 * report["macro_f1"]
-    if plan.preprocess:
-        raw_sample = np.ascontiguousarray(raw[: plan.batch_size])
+        fields.update(per_class={k: report[k] for k in ("precision", "recall", "f1", "support")},
+                      macro_precision_pct=100.0 * report["macro_precision"],
+                      macro_recall_pct=100.0 * report["macro_recall"], macro_f1_pct=100.0 * report["macro_f1"])
+    if preprocess:
+        raw_sample = np.ascontiguousarray(raw[:batch])
         e2e = measure_latency(lambda: _first(rt.run(raw_sample, preprocess=True)).argmax(axis=-1),
-                              runs=plan.runs, warmup=plan.warmup, batch=plan.batch_size)
-        row.e2e_p50_ms, row.e2e_p99_ms = e2e.p50_ms, e2e.p99_ms
-    if load_more is not None and plan.streams > 1:
+                              runs=measure.runs, warmup=measure.warmup, batch=batch)
+        fields.update(e2e_p50_ms=e2e.p50_ms, e2e_p99_ms=e2e.p99_ms)
+    if load_more is not None and measure.streams > 1:
         with contextlib.ExitStack() as stack:
-            runtimes = [rt] + [stack.enter_context(load_more()) for _ in range(plan.streams - 1)]
-            row.streams = plan.streams
-            row.streams_throughput = measure_streams([lambda r=r: r.run(sample) for r in runtimes], calls=plan.runs,
-                                                     batch=plan.batch_size)
-    return row, out
+            runtimes = [rt] + [stack.enter_context(load_more()) for _ in range(measure.streams - 1)]
+            fields.update(streams=measure.streams, streams_throughput=measure_streams(
+                [lambda r=r: r.run(sample) for r in runtimes], calls=measure.runs, batch=batch))
+    return fields, out
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:

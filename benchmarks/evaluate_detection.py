@@ -60,24 +60,23 @@ def benchmark_detection(
             bundle.verify({"files": bundle.manifest.source_files})
             reference_rt = ONNXRuntimeRuntime(bundle.source_onnx, bundle.spec, "fp32", threads=threads)
             with Detector(bundle, runtime=reference_rt) as reference:
-                ref_row, ref_dets = _measure(reference, images, ground_truth, None, runs, warmup)
-            ref_row.variant, ref_row.target, ref_row.precision, ref_row.is_reference = name, "onnxruntime-cpu", "fp32", True
-            ref_row.size_mb = bundle.source_onnx.stat().st_size / 1e6
-            ref_row.bundle, ref_row.manifest_sha256 = str(bundle.path.resolve()), manifest_sha
+                measured, ref_dets = _measure(reference, images, ground_truth, None, runs, warmup)
+            where = {"bundle": str(bundle.path.resolve()), "manifest_sha256": manifest_sha}
+            ref_row = Row(variant=name, target="onnxruntime-cpu", precision="fp32", is_reference=True, drop_pts=None,
+                          size_mb=bundle.source_onnx.stat().st_size / 1e6, **where, **measured)
             rows.append(ref_row)
             bar.advance(task)
             for target, precision in bundle.variants:
                 bar.update(task, description=f"{name}: {target} {precision}")
                 if (targets is None or target in targets) and target in available:
                     with Detector(bundle, target, precision, **opts) as detector:
-                        row, _ = _measure(detector, images, ground_truth, ref_dets, runs, warmup)
-                    row.variant, row.target, row.precision = name, target, precision
+                        measured, _ = _measure(detector, images, ground_truth, ref_dets, runs, warmup)
                     entry = bundle.artifact(target, precision)
-                    row.size_mb = bundle.size_bytes(entry) / 1e6
-                    row.int8_flavour = entry.get("options", {}).get("int8_flavour")
-                    row.bundle, row.manifest_sha256 = str(bundle.path.resolve()), manifest_sha
-                    if row.accuracy_pct is not None and ref_row.accuracy_pct is not None:
-                        row.drop_pts = ref_row.accuracy_pct - row.accuracy_pct
+                    drop = (ref_row.accuracy_pct - measured["accuracy_pct"]
+                            if measured["accuracy_pct"] is not None and ref_row.accuracy_pct is not None else None)
+                    row = Row(variant=name, target=target, precision=precision, drop_pts=drop,
+                              size_mb=bundle.size_bytes(entry) / 1e6,
+                              int8_flavour=entry.get("options", {}).get("int8_flavour"), **where, **measured)
                     rows.append(row)
                 bar.advance(task)
     settings = {"runs": runs, "warmup": warmup, "threads": threads, "samples": len(images),
@@ -91,15 +90,16 @@ def benchmark_detection(
 
 
 def _measure(detector: Any, images: Sequence[np.ndarray], ground_truth: Any, reference: Any, runs: int,
-             warmup: int) -> tuple[Row, list[dict[str, np.ndarray]]]:
+             warmup: int) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
+    """The measured fields of one detector's Row (mAP or box agreement, model and end-to-end latency) and its
+    detections."""
     detections = detector(list(images))
     accuracy = 100.0 * detection_map(detections, ground_truth)["map"] if ground_truth is not None else None
     agreement = 100.0 * box_agreement(detections, reference) if reference is not None else None
     x = detector.spec.apply_preprocess(images[0])
     model = measure_latency(lambda: detector.runtime.run(x), runs=runs, warmup=warmup)
     e2e = measure_latency(lambda: detector([images[0]]), runs=runs, warmup=warmup)
-    row = Row(variant="", target="", precision="", accuracy_pct=accuracy, drop_pts=None, agreement_pct=agreement,
-              p50_ms=model.p50_ms, p90_ms=model.p90_ms, p99_ms=model.p99_ms, throughput=model.throughput,
-              size_mb=None, runs=runs, samples=len(images), e2e_p50_ms=e2e.p50_ms, e2e_p99_ms=e2e.p99_ms,
-              cpu_flags=cpu_flags())
-    return row, detections
+    fields = dict(accuracy_pct=accuracy, agreement_pct=agreement, p50_ms=model.p50_ms, p90_ms=model.p90_ms,
+                  p99_ms=model.p99_ms, throughput=model.throughput, runs=runs, samples=len(images),
+                  e2e_p50_ms=e2e.p50_ms, e2e_p99_ms=e2e.p99_ms, cpu_flags=cpu_flags())
+    return fields, detections

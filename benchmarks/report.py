@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,9 +64,12 @@ def _check_row_types(r: Any, i: int) -> None:
             raise ConfigError(f"{where}: '{name}' must be [low, high] numbers or null, got {value!r}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Row:
-    """One measured variant. Accuracy and agreement in percent; drop in percentage points vs the reference."""
+    """One measured variant. Accuracy and agreement in percent; drop in percentage points vs the reference.
+
+    Frozen: a row records what was measured; what is derived later (latency ratios, the recommendation, a
+    sweep's drops and flags) makes a new row with ``dataclasses.replace``."""
 
     variant: str
     target: str
@@ -154,9 +157,11 @@ class Report:
         """Fill ``latency_ratio``: each row's p50 over the unpruned variant of the same source, target, precision."""
         base = {(r.source, r.target, r.precision): r.p50_ms for r in self.rows
                 if r.source and not r.is_reference and not r.prune_ratio}
+        ratio = {}
         for r in self.rows:
             ref = base.get((r.source, r.target, r.precision))
-            r.latency_ratio = r.p50_ms / ref if ref and not r.is_reference else None
+            ratio[id(r)] = r.p50_ms / ref if ref and not r.is_reference else None
+        self.rows = [replace(r, latency_ratio=ratio[id(r)]) for r in self.rows]
 
     def pareto_front(self) -> list[Row]:
         """Measured variants that no other variant beats on both quality and p50 latency, fastest first."""
@@ -173,15 +178,14 @@ class Report:
         """
         best: dict[str, Row] = {}
         for r in self.rows:
-            r.recommended = False
             drop = r.drop_bound_pts
             if r.is_reference or drop is None or not drop <= budget_pts or not _finite(r.p50_ms):
                 continue
             if r.target not in best or r.p50_ms < best[r.target].p50_ms:
                 best[r.target] = r
-        for r in best.values():
-            r.recommended = True
-        return best
+        chosen = {id(r) for r in best.values()}
+        self.rows = [replace(r, recommended=id(r) in chosen) for r in self.rows]
+        return {r.target: r for r in self.rows if r.recommended}
 
     def precision_warnings(self) -> list[str]:
         """A warning for each INT8 variant that is slower (p50) than the FP32/FP16 one of the same model and target."""
@@ -238,12 +242,11 @@ class Report:
         rows = []
         for i, r in enumerate(data["rows"]):
             _check_row_types(r, i)
-            row = Row(**{k: v for k, v in r.items() if k in names})
+            values = {k: v for k, v in r.items() if k in names}
             for name in _INTERVALS:
-                value = getattr(row, name)
-                if value is not None:
-                    setattr(row, name, tuple(float(v) for v in value))
-            rows.append(row)
+                if values.get(name) is not None:
+                    values[name] = tuple(float(v) for v in values[name])
+            rows.append(Row(**values))
         return cls(rows=rows, metric=data.get("metric", "top1"), settings=data.get("settings", {}),
                    environment=data.get("environment", {}), pruning_search=data.get("pruning_search", {}),
                    complete=data.get("complete", True), warnings=list(data.get("warnings", [])),

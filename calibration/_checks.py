@@ -20,7 +20,7 @@ Thresholds (module constants, so a reviewer can see and a test can pin them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 
@@ -209,35 +209,28 @@ def _check_drift(values: list[np.ndarray], ref_values: list[np.ndarray], ref_sou
                      "reference_std": round(rstd, 4), "mean_shift": round(shift, 4), "std_ratio": round(ratio, 4),
                      "js_divergence": round(js, 4)})
     stats["drift"] = rows
-    worst = {
-        "mean": max(rows, key=lambda r: r["mean_shift"]),
-        "std": max(rows, key=lambda r: max(r["std_ratio"], 1 / r["std_ratio"])),
-        "js": max(rows, key=lambda r: r["js_divergence"]),
-    }
-    r = worst["mean"]
-    level = _level(r["mean_shift"], DRIFT_MEAN)
-    if level:
-        findings.append(Finding(
-            level, "drift-mean",
-            f"channel {r['channel']} mean is {r['mean']:.3g} against {r['reference_mean']:.3g} in {ref_source}: "
-            f"a shift of {r['mean_shift']:.2f} reference standard deviations; expected under {DRIFT_MEAN[0]} "
-            "(is the lighting, camera or exposure different?)"))
-    r = worst["std"]
-    level = _level(max(r["std_ratio"], 1 / r["std_ratio"]), DRIFT_STD)
-    if level:
-        findings.append(Finding(
-            level, "drift-std",
-            f"channel {r['channel']} standard deviation is {r['std']:.3g} against {r['reference_std']:.3g} in "
-            f"{ref_source} (ratio {r['std_ratio']:.2f}); expected within 1/{DRIFT_STD[0]}..{DRIFT_STD[0]} "
-            "(is the contrast different?)"))
-    r = worst["js"]
-    level = _level(r["js_divergence"], DRIFT_JS)
-    if level:
-        findings.append(Finding(
-            level, "drift-histogram",
-            f"channel {r['channel']} value histogram differs from {ref_source}'s: Jensen-Shannon divergence "
-            f"{r['js_divergence']:.3f} bits; expected under {DRIFT_JS[0]} (the calibration data do not look like the "
-            "data the model will see)"))
+    for code, score, limits, say in _DRIFT_CHECKS:
+        worst = max(rows, key=score)  # the channel that drifted most on this measure
+        level = _level(score(worst), limits)
+        if level:
+            findings.append(Finding(level, code, say(worst, ref_source)))
+
+
+# Each drift check: (finding code, score of a channel's drift row, (warning, error) limits, message).
+_DRIFT_CHECKS: tuple[tuple[str, Callable[[dict], float], tuple[float, float], Callable[[dict, str], str]], ...] = (
+    ("drift-mean", lambda r: r["mean_shift"], DRIFT_MEAN, lambda r, src: (
+        f"channel {r['channel']} mean is {r['mean']:.3g} against {r['reference_mean']:.3g} in {src}: "
+        f"a shift of {r['mean_shift']:.2f} reference standard deviations; expected under {DRIFT_MEAN[0]} "
+        "(is the lighting, camera or exposure different?)")),
+    ("drift-std", lambda r: max(r["std_ratio"], 1 / r["std_ratio"]), DRIFT_STD, lambda r, src: (
+        f"channel {r['channel']} standard deviation is {r['std']:.3g} against {r['reference_std']:.3g} in "
+        f"{src} (ratio {r['std_ratio']:.2f}); expected within 1/{DRIFT_STD[0]}..{DRIFT_STD[0]} "
+        "(is the contrast different?)")),
+    ("drift-histogram", lambda r: r["js_divergence"], DRIFT_JS, lambda r, src: (
+        f"channel {r['channel']} value histogram differs from {src}'s: Jensen-Shannon divergence "
+        f"{r['js_divergence']:.3f} bits; expected under {DRIFT_JS[0]} (the calibration data do not look like the "
+        "data the model will see)")),
+)
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -28,6 +28,6 @@ with edgeship.load(bundle.path, target="openvino-cpu") as rt:
     print("predicted:", scores.argmax(1), "labels:", y_val[:8])
 
 report = edgeship.benchmark([bundle.path], data=(x_val, y_val), metric="top1", reference=model,
-                            preprocess=True, runs=50)
+                            preprocess=True, measure=edgeship.Measurement(runs=50))
 report.print()
 report.save(out / "report")                              # report.json + report.md (+ report.html with edgeship[report])

@@ -14,6 +14,7 @@ from .build.prune import Prune
 from .build.recipe import Recipe
 from .bundle.folder import Bundle, open_bundle
 from .device.choice import load
+from .executor import Executor
 from .errors import (
     AccuracyBudgetError,
     BundleIntegrityError,
@@ -28,6 +29,7 @@ from .errors import (
     TuneBudgetError,
     UnknownTargetError,
 )
+from .measure.plan import Measurement
 from .spec import InputSpec, Preprocess
 from .targets import Runtime, get_target, list_targets
 from .tune.sweep import Budget, SearchSpace, tune
@@ -41,9 +43,11 @@ __all__ = [
     "CompileError",
     "ConfigError",
     "EdgeshipError",
+    "Executor",
     "InputSpec",
     "InputValidationError",
     "LatencyBudgetError",
+    "Measurement",
     "MissingDependencyError",
     "Preprocess",
     "Prune",

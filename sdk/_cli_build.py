@@ -18,6 +18,8 @@ from ._cli_args import (
     _single_options,
 )
 from .errors import ConfigError
+from .executor import Executor
+from .measure.plan import Measurement
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
@@ -48,6 +50,15 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor(ray: str | None, retries: int, timeout_s: float | None, timeout_flag: str) -> Executor:
+    """``--ray [local|auto|ADDRESS]``, ``--retries`` and the timeout flag -> an Executor."""
+    if not ray:
+        if timeout_s is not None:
+            raise ConfigError(f"{timeout_flag} ends Ray workers; give it with --ray")
+        return Executor("local", retries=retries)
+    return Executor("ray", address=None if ray == "local" else ray, retries=retries, timeout_s=timeout_s)
+
+
 def _bench_bundles(args: argparse.Namespace) -> int:
     """`bench` of the bundles given (a built-in suite is run by edgeship.cli)."""
     if not args.bundles or not args.data:
@@ -61,23 +72,16 @@ def _bench_bundles(args: argparse.Namespace) -> int:
             args.bundles,
             data=(x, y) if y is not None else x,
             metric=_metric(args.metric),
-            runs=args.runs,
-            warmup=args.warmup,
-            batch_size=args.batch_size,
-            threads=args.threads,
+            measure=Measurement(runs=args.runs, warmup=args.warmup, batch_size=args.batch_size, streams=args.streams,
+                                ci_resamples=args.ci_resamples, threads=args.threads,
+                                options=_single_options(args.option)),
             preprocess=args.preprocess,
             targets=args.targets.split(",") if args.targets else None,
-            streams=args.streams,
             budget_pts=args.budget,
             agreement_threshold=args.flag_agreement,
-            ci_resamples=args.ci_resamples,
             save_to=args.report,
             sign_key=args.sign,
-            options=_single_options(args.option),
-            executor="ray" if args.ray else "local",
-            address=None if args.ray in (None, "local") else args.ray,
-            retries=args.retries,
-            task_timeout_s=args.task_timeout,
+            executor=_executor(args.ray, args.retries, args.task_timeout, "--task-timeout"),
         )
     except KeyboardInterrupt:
         where = f"; the rows measured so far are in {args.report}, marked incomplete" if args.report else ""
@@ -162,10 +166,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     try:
         result = tune(_load_model(args.model), calibration=calib, validation=(x_val, y_val), input_spec=spec,
                       targets=args.targets.split(","), budget=Budget(max_drop=args.max_drop, latency_ms=args.latency_ms),
-                      space=space, metric=_metric(args.metric), executor="ray" if args.ray else "local",
-                      address=None if args.ray in (None, "local") else args.ray, cache_dir=args.cache,
-                      output=args.out, preprocess_calibration=args.raw_calib, runs=args.runs, retries=args.retries,
-                      trial_timeout_s=args.trial_timeout)
+                      space=space, metric=_metric(args.metric), measure=Measurement(runs=args.runs),
+                      executor=_executor(args.ray, args.retries, args.trial_timeout, "--trial-timeout"),
+                      cache_dir=args.cache, output=args.out, preprocess_calibration=args.raw_calib)
     except TuneBudgetError as exc:
         print(f"edgeship tune: {exc}", file=sys.stderr)
         if exc.report is not None:

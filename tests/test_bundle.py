@@ -133,7 +133,8 @@ def test_tampered_artifact_refused(bundle_copy, target, precision, rel):
 def test_tampered_source_onnx_refused_by_benchmark(bundle_copy, digits_data):
     flip_byte(bundle_copy / "model.onnx")
     with pytest.raises(BundleIntegrityError, match="model.onnx .* was modified"):
-        edgeship.benchmark(bundle_copy, digits_data[2][:4], preprocess=True, runs=1, warmup=0, show_progress=False)
+        edgeship.benchmark(bundle_copy, digits_data[2][:4], preprocess=True, show_progress=False,
+                           measure=edgeship.Measurement(runs=1, warmup=0))
 
 
 def test_missing_file_refused(bundle_copy):

@@ -189,7 +189,8 @@ def test_latency_driven_search_stops_at_a_ratio_that_meets_the_budget(tmp_path):
     assert chosen and chosen[-1]["meets"] and chosen[-1]["p50_ms"] <= budget
     # every step that met the budget used at least as much pruning as the chosen one (least pruning wins)
     assert all(s["ratio"] >= pruning["ratio"] for s in steps if s["meets"])
-    report = edgeship.benchmark([bundle], data=np.zeros((4, 3, 64, 64), np.float32), runs=5, show_progress=False)
+    report = edgeship.benchmark([bundle], data=np.zeros((4, 3, 64, 64), np.float32), show_progress=False,
+                                measure=edgeship.Measurement(runs=5))
     assert report.pruning_search["fast"] == steps
 
 

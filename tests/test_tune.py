@@ -17,7 +17,7 @@ from edgeship import Budget, Prune, SearchSpace, TuneBudgetError, demo
 from edgeship.benchmarks import Report
 from edgeship.tune.sweep import Candidate, Trial, select
 
-RUNS = dict(runs=30, warmup=3, show_progress=False)
+RUNS = dict(measure=edgeship.Measurement(runs=30, warmup=3), show_progress=False)
 SPEC = demo.DIGITS_SPEC
 
 
@@ -384,8 +384,12 @@ def test_bad_calls_are_refused_before_any_work(digits_model, digits_data, small_
         edgeship.tune(digits_model, **{**base, "validation": (x, y[:-1])})
     with pytest.raises(edgeship.ConfigError, match="ONNX file cannot be pruned"):
         edgeship.tune(str(small_onnx), **{**base, "space": SearchSpace(prune_ratios=(0.0, 0.3))})
-    with pytest.raises(edgeship.ConfigError, match="address"):
-        edgeship.tune(digits_model, **{**base, "address": "auto"})
+    with pytest.raises(edgeship.ConfigError, match="address and timeout_s are the Ray cluster's"):
+        edgeship.tune(digits_model, **{**base, "executor": edgeship.Executor("local", address="auto")})
+    with pytest.raises(edgeship.ConfigError, match="executor must be 'local', 'ray' or an edgeship.Executor"):
+        edgeship.tune(digits_model, **{**base, "executor": 3})
+    with pytest.raises(edgeship.ConfigError, match="tune searches threads and runtime options"):
+        edgeship.tune(digits_model, **{**base, "measure": edgeship.Measurement(threads=2)})
     assert not (tmp_path / "trials").exists()  # refused before the cache was even created
 
 

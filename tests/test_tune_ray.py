@@ -22,7 +22,7 @@ from edgeship import Budget, SearchSpace, demo
 ray = pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
-RUNS = dict(runs=30, warmup=3, show_progress=False)
+RUNS = dict(measure=edgeship.Measurement(runs=30, warmup=3), show_progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_killed_worker_is_retried_and_the_trial_succeeds(ray_cluster, digits_mod
     marker = tmp_path / "died-once"
     model = DiesWhenPruned(copy.deepcopy(digits_model), str(marker)).eval()
     result = sweep(model, digits_data, tmp_path / "cache", space=KILL_SPACE, targets=["onnxruntime-cpu"],
-                   executor="ray", retries=2)
+                   executor=edgeship.Executor("ray", retries=2))
     assert marker.exists()  # a worker really died
     pruned = next(t for t in result.trials if t.candidate.prune_ratio > 0)
     assert pruned.ok and pruned.attempts == 2
@@ -125,7 +125,7 @@ def test_trial_whose_worker_dies_every_time_is_reported_failed(ray_cluster, digi
 
     model = DiesWhenPruned(copy.deepcopy(digits_model)).eval()
     result = sweep(model, digits_data, tmp_path / "cache", space=KILL_SPACE, targets=["onnxruntime-cpu"],
-                   executor="ray", retries=1)
+                   executor=edgeship.Executor("ray", retries=1))
     pruned = next(t for t in result.trials if t.candidate.prune_ratio > 0)
     assert not pruned.ok and pruned.attempts == 2
     assert "failed on all 2 attempts" in pruned.error and "worker died" in pruned.error
@@ -143,7 +143,7 @@ def test_trial_past_its_timeout_is_ended_and_reported(ray_cluster, digits_model,
 
     model = DiesWhenPruned(copy.deepcopy(digits_model), hang=True).eval()
     result = sweep(model, digits_data, tmp_path / "cache", space=KILL_SPACE, targets=["onnxruntime-cpu"],
-                   executor="ray", retries=0, trial_timeout_s=15)
+                   executor=edgeship.Executor("ray", retries=0, timeout_s=15))
     pruned = next(t for t in result.trials if t.candidate.prune_ratio > 0)
     assert not pruned.ok and pruned.attempts == 1
     assert "watchdog ended it after the 15 s trial timeout" in pruned.error
@@ -182,10 +182,11 @@ def test_ray_benchmark_gives_the_rows_of_a_local_one(ray_cluster, digits_bundle,
     import socket
 
     data = _bench_data(digits_data)
-    local = edgeship.benchmark(digits_bundle, data, runs=20, warmup=2, show_progress=False)
-    remote = edgeship.benchmark(digits_bundle, data, runs=20, warmup=2, show_progress=False, executor="ray",
-                                address="auto", options={"openvino-cpu": {"inference_precision": "f32"}},
-                                save_to=tmp_path / "report")
+    local = edgeship.benchmark(digits_bundle, data, show_progress=False,
+                               measure=edgeship.Measurement(runs=20, warmup=2))
+    remote = edgeship.benchmark(digits_bundle, data, show_progress=False, save_to=tmp_path / "report",
+                                measure=edgeship.Measurement(runs=20, warmup=2, options={"openvino-cpu": {"inference_precision": "f32"}}),
+                                executor=edgeship.Executor("ray", address="auto"))
     assert remote.complete and not [w for w in remote.warnings if "failed" in w]
     assert [r.key for r in remote.rows] == [r.key for r in local.rows]  # one reference, then every artifact
     assert {r.key: r.accuracy_pct for r in remote.rows} == {r.key: r.accuracy_pct for r in local.rows}
@@ -202,13 +203,14 @@ def test_ray_benchmark_gives_the_rows_of_a_local_one(ray_cluster, digits_bundle,
 def test_ray_benchmark_retries_a_dead_worker_then_reports_the_failure(ray_cluster, digits_bundle, digits_data, tmp_path):
     data = _bench_data(digits_data)
     marker = tmp_path / "died-once"
-    retried = edgeship.benchmark(digits_bundle, data, metric=dies_once(str(marker)), runs=5, warmup=1, ci_resamples=0,
-                                 targets=["onnxruntime-cpu"], show_progress=False, executor="ray", address="auto")
+    retried = edgeship.benchmark(digits_bundle, data, metric=dies_once(str(marker)), targets=["onnxruntime-cpu"],
+                                 show_progress=False, measure=edgeship.Measurement(runs=5, warmup=1, ci_resamples=0),
+                                 executor=edgeship.Executor("ray", address="auto"))
     assert marker.exists() and retried.complete  # a worker really died; the retry measured the rows
     assert {r.target for r in retried.rows} == {"onnxruntime-cpu"} and len(retried.rows) == 3
-    failed = edgeship.benchmark(digits_bundle, data, metric=dies_once(None), runs=5, warmup=1, ci_resamples=0,
-                                targets=["onnxruntime-cpu"], show_progress=False, executor="ray", address="auto",
-                                retries=1)
+    failed = edgeship.benchmark(digits_bundle, data, metric=dies_once(None), targets=["onnxruntime-cpu"],
+                                show_progress=False, measure=edgeship.Measurement(runs=5, warmup=1, ci_resamples=0),
+                                executor=edgeship.Executor("ray", address="auto", retries=1))
     assert not failed.complete and failed.rows == []
     assert "digits.edgeship on onnxruntime-cpu: failed after 2 attempts: the worker died" in failed.warnings[0]
     from edgeship.benchmarks import Gates

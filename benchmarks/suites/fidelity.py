@@ -32,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..._arrays import load_npz_cache
+from ..._files import atomic_write, write_json_atomic
 from ..._lazy import require
 from ..._progress import console, progress
 from ...errors import ConfigError, EdgeshipError
@@ -207,9 +209,8 @@ def train_model(arch: str, images: np.ndarray, labels: np.ndarray, epochs: int, 
     folder = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "fidelity"
     weights = folder / f"{arch}_{key[:12]}.npz"
     record = weights.with_suffix(".json")
-    if weights.is_file():
-        with np.load(weights, allow_pickle=False) as stored:
-            state = {k: stored[k] for k in stored.files}
+    state = load_npz_cache(weights, f"{arch} weights")
+    if state is not None:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         info = json.loads(record.read_text()) if record.is_file() else {}
         info.update(cached=True, weights=str(weights), sha256=weights_digest(state))
@@ -237,23 +238,15 @@ def train_model(arch: str, images: np.ndarray, labels: np.ndarray, epochs: int, 
                 schedule.step()
                 bar.advance(task)
     model = model.to(memory_format=torch.contiguous_format)
-    with torch.no_grad():  # re-estimate batch-norm statistics on the final weights (exact averages)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.reset_running_stats()
-                module.momentum = None
-        for x in inputs[:BN_SAMPLES].split(256):
-            model(x)
+    torch.optim.swa_utils.update_bn(inputs[:BN_SAMPLES].split(256), model)  # exact statistics of the final weights
     train_s = time.perf_counter() - start
     model.eval()
     state = {k: v.detach().contiguous().numpy() for k, v in model.state_dict().items()}
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_suffix(".tmp.npz")
-    np.savez(tmp, **state)
-    os.replace(tmp, weights)
+    with atomic_write(weights) as fh:
+        np.savez(fh, **state)
     info = {"arch": arch, "epochs": epochs, "images": len(images), "seed": seed, "torch": torch.__version__,
             "train_s": train_s, "threads": threads}
-    record.write_text(json.dumps(info, indent=2) + "\n")
+    write_json_atomic(record, info)
     return model, {**info, "cached": False, "weights": str(weights), "sha256": weights_digest(state)}
 
 
@@ -373,7 +366,7 @@ def measure_model(name: str, model: Any, train_images: np.ndarray, test_images: 
     recipe = edgeship.Recipe()
     calib = collect(raw, FASHION_SPEC, size=recipe.calibration_size, seed=recipe.seed, preprocess=True)
     for variant, bundle in bundles.items():
-        if bundle.manifest["calibration"]["sha256"] != calib.sha256:
+        if bundle.manifest.calibration["sha256"] != calib.sha256:
             raise EdgeshipError(f"{variant} was calibrated on other samples "
                                 f"({bundle.manifest['calibration']['sha256'][:16]}…) than the direct baselines "
                                 f"({calib.sha256[:16]}…)")

@@ -63,7 +63,7 @@ def run_pruning_suite(models: tuple[str, ...] = ("resnet18", "mobilenet_v2"), ra
                                            precision=list(precisions), recipe=recipe,
                                            output=Path(tmp) / f"{name}-{ratio}.edgeship", show_progress=False)
                 compress_s = time.perf_counter() - start
-                macs = bundle.manifest["complexity"]["macs"]
+                macs = bundle.manifest.complexity["macs"]
                 for precision in precisions:
                     with bundle.load(target, precision, threads=threads) as rt:
                         p50 = measure_latency(lambda: rt.run(model_x), runs=runs, warmup=10).p50_ms
@@ -82,8 +82,8 @@ def run_pruning_suite(models: tuple[str, ...] = ("resnet18", "mobilenet_v2"), ra
             try:
                 bundle = edgeship.compress(model, input_spec=spec, calibration=calib, targets=[target], precision="int8",
                                            recipe=recipe, output=Path(tmp) / "budget.edgeship", show_progress=False)
-                search = bundle.manifest["pruning"]["search"]
-                chosen = bundle.manifest["pruning"]["ratio"]
+                search = bundle.manifest.pruning["search"]
+                chosen = bundle.manifest.pruning["ratio"]
             except edgeship.LatencyBudgetError as exc:
                 search, chosen = exc.steps, None
             search_s = time.perf_counter() - start

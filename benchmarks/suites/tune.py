@@ -42,7 +42,8 @@ def _sweep(executor: str, cache: Path, max_drop: float, latency_ms: float | None
     result = edgeship.tune(model, calibration=x_train, validation=(x_test, y_test), input_spec=demo.DIGITS_SPEC,
                            preprocess_calibration=True, targets=list(TARGETS),
                            budget=edgeship.Budget(max_drop=max_drop, latency_ms=latency_ms), space=space,
-                           executor=executor, cache_dir=cache, runs=runs, show_progress=False)
+                           cache_dir=cache, show_progress=False, measure=edgeship.Measurement(runs=runs),
+                           executor=executor)
     return result, time.perf_counter() - start
 
 

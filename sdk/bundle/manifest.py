@@ -93,6 +93,26 @@ class Manifest(dict):
         return self.get("model")
 
     @property
+    def source_fingerprint(self) -> str:
+        """SHA-256 of the unpruned source model (weights or ONNX): variants of one model share it; "" if unknown."""
+        return self.get("source_fingerprint") or ""
+
+    @property
+    def pruning(self) -> dict[str, Any]:
+        """How the model was pruned (``ratio``, ``macs_ratio``, ``search``, ...); {} when it was not."""
+        return dict(self.get("pruning") or {})
+
+    @property
+    def complexity(self) -> dict[str, Any]:
+        """``params`` and ``macs`` of the exported model; {} when they were not counted."""
+        return dict(self.get("complexity") or {})
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The calibration set's summary (count, source, selection, seed, ``sha256``); None without INT8."""
+        return self.get("calibration")
+
+    @property
     def release(self) -> tuple[str, int] | None:
         """(model name, release number) set by ``pack --release``; None when unnumbered (:func:`release_of`)."""
         return release_of(self)
@@ -170,6 +190,16 @@ def _check(manifest: Any, where: Path) -> None:
     if source["file"] not in source["files"]:
         raise BundleIntegrityError(f"{where}: source.file {source['file']!r} is not among the hashed source.files")
     _check_selftest(manifest.get("selftest"), source["files"], where)
+    for key in ("pruning", "complexity", "calibration"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise BundleIntegrityError(f"{where}: '{key}' must be an object or null, got {manifest[key]!r:.80}")
+    if not isinstance(manifest.get("source_fingerprint", ""), (str, type(None))):
+        raise BundleIntegrityError(f"{where}: source_fingerprint must be a string, got "
+                                   f"{manifest['source_fingerprint']!r:.80}")
+    complexity = manifest.get("complexity") or {}
+    for key in ("params", "macs"):
+        if key in complexity and not (isinstance(complexity[key], int) and not isinstance(complexity[key], bool)):
+            raise BundleIntegrityError(f"{where}: complexity.{key} must be an integer, got {complexity[key]!r:.80}")
     for entry in entries:
         for key in ("target", "precision", "dir"):
             if not isinstance(entry.get(key), str):

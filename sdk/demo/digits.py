@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .._arrays import load_npz, load_npz_cache
 from .._defaults import CPU_TARGETS, cache_dir
 from .._files import atomic_write
 from .._lazy import require
@@ -83,13 +84,16 @@ def weights_digest(state: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _load_weights(model: Any, path: Path, expected_sha256: str | None = None) -> Any:
+def _load_pinned_weights(model: Any) -> Any:
+    state = load_npz(PINNED_WEIGHTS, "the shipped digits CNN weights")
+    if weights_digest(state) != PINNED_SHA256:
+        raise EdgeshipError(f"the shipped digits CNN weights {PINNED_WEIGHTS} do not match their pinned SHA-256 "
+                            f"{PINNED_SHA256[:16]}… (got {weights_digest(state)[:16]}…); reinstall edgeship")
+    return _with_weights(model, state)
+
+
+def _with_weights(model: Any, state: Mapping[str, np.ndarray]) -> Any:
     torch = require("torch", "the digits demo")
-    with np.load(path, allow_pickle=False) as stored:
-        state = {k: stored[k] for k in stored.files}
-    if expected_sha256 is not None and weights_digest(state) != expected_sha256:
-        raise EdgeshipError(f"the shipped digits CNN weights {path} do not match their pinned SHA-256 "
-                            f"{expected_sha256[:16]}… (got {weights_digest(state)[:16]}…); reinstall edgeship")
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     return model.eval()
 
@@ -102,13 +106,14 @@ def train_digits_cnn(cache_dir: str | os.PathLike | None = None, epochs: int = 1
     torch = require("torch", "the digits demo")
     model = build_digits_cnn()
     if pinned and epochs == 12 and seed == 0:
-        return _load_weights(model, PINNED_WEIGHTS, PINNED_SHA256)
+        return _load_pinned_weights(model)
     x_train, y_train, _, _ = digits_data(seed)
     key = hashlib.sha256(f"digits-cnn-v2-{epochs}-{seed}-{torch.__version__}".encode()).hexdigest()[:12]
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     weights = cache / f"digits_cnn_{key}.npz"
-    if weights.is_file():
-        return _load_weights(model, weights)
+    cached = load_npz_cache(weights, "digits CNN weights")
+    if cached is not None:
+        return _with_weights(model, cached)
     torch.manual_seed(seed)
     inputs = torch.from_numpy(DIGITS_SPEC.apply_preprocess(x_train))
     targets = torch.from_numpy(y_train)
@@ -127,13 +132,7 @@ def train_digits_cnn(cache_dir: str | os.PathLike | None = None, epochs: int = 1
                 optimizer.step()
                 schedule.step()
             bar.advance(task)
-    with torch.no_grad():  # re-estimate batch-norm statistics on the final weights (exact averages)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.reset_running_stats()
-                module.momentum = None
-        for batch in inputs.split(256):
-            model(batch)
+    torch.optim.swa_utils.update_bn(inputs.split(256), model)  # exact batch-norm statistics of the final weights
     model.eval()
     with atomic_write(weights) as fh:
         np.savez(fh, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
@@ -144,6 +143,7 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", cache_dir: str | os.PathLi
              runs: int = 200, threads: int | None = None, show_progress: bool = True):
     """Train (or reuse), compress to FP32 + INT8 for both CPU targets, benchmark; returns the Report."""
     from ..benchmarks import benchmark
+    from ..measure.plan import Measurement
     from ..build.compress import compress
 
     out = Path(out_dir)
@@ -160,7 +160,7 @@ def run_demo(out_dir: str | os.PathLike = "out/demo", cache_dir: str | os.PathLi
         show_progress=show_progress,
     )
     report = benchmark([bundle], data=(x_test, y_test), metric="top1", reference=model, preprocess=True,
-                       runs=runs, threads=threads, show_progress=show_progress)
+                       show_progress=show_progress, measure=Measurement(runs=runs, threads=threads))
     report.save(out / "report")
     report.print()
     console.print(f"bundle: {bundle.path}\nreport: {out / 'report' / 'report.md'}")

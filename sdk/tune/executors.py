@@ -19,7 +19,7 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -30,6 +30,7 @@ from ..errors import EdgeshipError, MissingDependencyError, TransferError
 
 if TYPE_CHECKING:
     from ..build.recipe import Recipe
+    from ..measure.plan import Measurement
     from ..spec import InputSpec
     from .cache import TrialCache
     from .space import Candidate
@@ -44,9 +45,7 @@ class Job:
     recipe: "Recipe"
     spec: "InputSpec"
     metric: Any  # a metric name or f(predictions, labels) -> float
-    runs: int
-    warmup: int
-    ci_resamples: int
+    measure: "Measurement"  # without threads or options: those are the candidate's
     timeout_s: float | None
 
 
@@ -81,16 +80,14 @@ def run_trial(job: Job, model: Any, calibration: Any, validation: tuple[np.ndarr
                      metric=job.metric if c.fallback else None, show_progress=False)
             out["compile_s"], out["compiled"] = time.perf_counter() - t0, True
         t0 = time.perf_counter()
-        report = benchmark(bundle_dir, data=validation, metric=job.metric, threads=c.threads,
-                           options={c.target: dict(c.options)} if c.options else None, runs=job.runs,
-                           warmup=job.warmup, ci_resamples=job.ci_resamples, targets=[c.target], show_progress=False)
+        measure = replace(job.measure, threads=c.threads, options={c.target: dict(c.options)} if c.options else None)
+        report = benchmark(bundle_dir, data=validation, metric=job.metric, measure=measure, targets=[c.target],
+                           show_progress=False)
         out["measure_s"] = time.perf_counter() - t0
         rows = [r for r in report.rows if not r.is_reference]
         if not rows:
             raise MissingDependencyError(f"target '{c.target}' is not available on {socket.gethostname()}: "
                                          f"the bundle was compiled but cannot run here")
-        from dataclasses import asdict
-
         reference = next(r for r in report.rows if r.is_reference)
         entry = Bundle.open(bundle_dir).artifact(c.target, c.base_precision)
         accuracy = entry.get("options", {}).get("accuracy") or {}

@@ -32,7 +32,9 @@ def _assemble(trials: list[Trial], budget: Budget, settings: dict[str, Any], sta
     best, per_target, excluded = select(trials, budget)
     report = _report(trials, reference, budget, settings, stats, best, per_target, excluded, complete=True)
     front_rows = {id(r) for r in report.pareto_front()}
-    pareto = sorted((t for t in trials if t.ok and id(t.row) in front_rows), key=lambda t: t.p50_ms)
+    # the report holds the reference row, then one row per trial in order
+    pareto = sorted((t for t, r in zip(trials, report.rows[1:]) if t.ok and id(r) in front_rows),
+                    key=lambda t: t.p50_ms)
     if best is None:
         measured = [t for t in trials if t.ok]
         nearest = sorted(measured, key=lambda t: (id(t) in excluded, *_distance(t, budget), t.p50_ms))[:3]
@@ -59,7 +61,6 @@ def _report(trials: Sequence[Trial], reference: "Row", budget: Budget, settings:
     for t in trials:
         if t.ok:
             row = t.row
-            row.variant, row.precision, row.recommended = t.candidate.variant, t.candidate.precision, id(t) in chosen_ids
             flags = []
             if t is best:
                 flags.append("chosen" + _tie_note(t, trials, budget, excluded))
@@ -71,7 +72,9 @@ def _report(trials: Sequence[Trial], reference: "Row", budget: Budget, settings:
                 flags.append(excluded[id(t)])
             if t.fp_layers:
                 flags.append(f"{t.fp_layers} layers left in FP")
-            row.flags = flags
+            row = dataclasses.replace(row, variant=t.candidate.variant, precision=t.candidate.precision,
+                                      recommended=id(t) in chosen_ids, flags=flags)
+            t.row = row  # the trial reports its row as the sweep judged it (the cached measurement is untouched)
         else:
             nan = float("nan")
             row = Row(variant=t.candidate.variant, target=t.candidate.target, precision=t.candidate.precision,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from .space import FALLBACK, Budget
@@ -23,10 +24,11 @@ def _reference(trials: Sequence[Trial]) -> "Row | None":
 
 
 def _apply_reference(trials: Sequence[Trial], reference: "Row") -> None:
-    """Every drop against the unpruned reference (a pruned bundle's own FP32 graph is already pruned)."""
+    """Every trial's drop against the unpruned reference (a pruned bundle's own FP32 graph is already pruned):
+    each trial's row becomes a copy of the measured one with that drop."""
     for t in trials:
         if t.ok and t.row.accuracy_pct is not None:
-            t.row.drop_pts = reference.accuracy_pct - t.row.accuracy_pct
+            t.row = dataclasses.replace(t.row, drop_pts=reference.accuracy_pct - t.row.accuracy_pct)
 
 
 def _slower_int8(trials: Sequence[Trial]) -> dict[int, str]:

@@ -29,6 +29,8 @@ import numpy as np
 from .._defaults import CPU_TARGETS
 from .._progress import console, progress
 from ..errors import ConfigError, TuneBudgetError
+from ..executor import Executor, as_executor
+from ..measure.plan import Measurement
 from ..spec import InputSpec
 from .cache import TrialCache, array_digest, callable_identity, digest, toolchain_versions
 from .executors import Job, LocalExecutor, RayExecutor
@@ -55,16 +57,11 @@ def tune(
     budget: Budget | None = None,
     space: SearchSpace | None = None,
     metric: str | Callable[[np.ndarray, np.ndarray], float] = "top1",
-    executor: str = "local",
-    address: str | None = None,
+    measure: Measurement | None = None,
+    executor: str | Executor = "local",
     cache_dir: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
     preprocess_calibration: bool = False,
-    runs: int = 100,
-    warmup: int = 10,
-    ci_resamples: int = 200,
-    retries: int = 2,
-    trial_timeout_s: float | None = None,
     show_progress: bool = True,
 ) -> TuneResult:
     """Compile and measure every candidate of ``space`` on each target; choose the fastest within ``budget``.
@@ -78,18 +75,18 @@ def tune(
         budget: the accuracy drop and latency the choice must meet (default ``Budget()``: 1 point, no latency limit).
         space: the candidates (default ``SearchSpace()``: unpruned, every precision, default threads).
         metric: "top1", "top5", or ``f(predictions, labels) -> float in [0, 1]``.
-        executor: "local" (in this process, one trial at a time) or "ray" (Ray tasks; ``pip install "edgeship[ray]"``).
-        address: the Ray cluster: "auto" (the one running on this machine), "HOST:PORT", or None (start a
-            one-machine cluster for the sweep that runs one trial at a time; ``$RAY_ADDRESS`` is honoured).
+        measure: how each trial is timed (:class:`edgeship.Measurement`: runs, warmup, batch size, streams,
+            bootstrap resamples); threads and runtime options are searched, so they belong to ``space``.
+        executor: "local" (in this process, one trial at a time), "ray" (Ray tasks; ``pip install
+            "edgeship[ray]"``), or an :class:`edgeship.Executor`: the Ray cluster's address ("auto", "HOST:PORT",
+            None: a one-machine cluster for the sweep that runs one trial at a time; ``$RAY_ADDRESS`` is
+            honoured), extra attempts for a trial whose worker died, timed out or failed for a reason other
+            than an edgeship error (local trials too; after them it is reported as failed), and the Ray
+            trial timeout (a worker running one trial longer is ended and retried).
         cache_dir: the trial cache (default ``$EDGESHIP_CACHE/tune``, i.e. ``~/.cache/edgeship/tune``).
         output: a folder: the chosen bundle goes to ``output/best.edgeship`` and the report to
             ``output/report`` (also when nothing meets the budget, or the sweep is interrupted).
         preprocess_calibration: calibration and validation inputs are raw images; apply the spec's preprocessing.
-        runs, warmup, ci_resamples: latency calls per trial, untimed calls before them, bootstrap resamples
-            of a user metric's interval.
-        retries: extra attempts for a trial whose worker died, timed out or failed for a reason other
-            than an edgeship error; after them it is reported as failed.
-        trial_timeout_s: Ray only: a worker running one trial longer than this is ended (and retried).
     Returns:
         A :class:`TuneResult`.
     Raises:
@@ -103,7 +100,7 @@ def tune(
     budget = budget if budget is not None else Budget()
     space = space if space is not None else SearchSpace()
     targets = [targets] if isinstance(targets, str) else list(dict.fromkeys(targets))
-    _check_call(budget, space, input_spec, targets, metric, executor, address, runs, warmup, retries, trial_timeout_s)
+    measure, run_on = _check_call(budget, space, input_spec, targets, metric, measure, executor)
     source_id = _model_identity(model, space)
     if not (isinstance(validation, tuple) and len(validation) == 2 and validation[1] is not None):
         raise ConfigError("validation must be (inputs, labels): every candidate's accuracy is measured on it")
@@ -122,7 +119,7 @@ def tune(
         added_reference = Candidate(targets[0], "fp32", 0.0, space.threads_for(targets[0])[0])
         candidates.insert(0, added_reference)
     jobs = _jobs(candidates, space, budget, metric, input_spec, source_id, calib.sha256, array_digest(x_val, y_val),
-                 runs, warmup, ci_resamples, trial_timeout_s)
+                 measure, run_on.timeout_s)
 
     cache = TrialCache(cache_dir if cache_dir is not None else _default_cache_dir())
     trials: dict[str, Trial] = {}
@@ -131,9 +128,9 @@ def tune(
         if record is not None:
             trials[job.key] = Trial.from_record(job.candidate, record, cache, cached=True)
     todo = [job for job in jobs if job.key not in trials]
-    settings = {"budget": budget.to_dict(), "space": space.to_dict(), "targets": targets, "executor": executor,
-                "metric": metric if isinstance(metric, str) else callable_identity(metric), "runs": runs,
-                "warmup": warmup, "cache_dir": str(cache.root), "skipped": skipped,
+    settings = {"budget": budget.to_dict(), "space": space.to_dict(), "targets": targets, "executor": run_on.kind,
+                "metric": metric if isinstance(metric, str) else callable_identity(metric), "runs": measure.runs,
+                "warmup": measure.warmup, "batch_size": measure.batch_size, "cache_dir": str(cache.root), "skipped": skipped,
                 "reference": "onnxruntime fp32 of the unpruned graph",
                 "agreement": "with each variant's own FP32 graph",
                 "added_reference_trial": added_reference.label if added_reference else None}
@@ -157,7 +154,8 @@ def tune(
 
         try:
             if todo:
-                runner = LocalExecutor(retries) if executor == "local" else RayExecutor(targets, address, retries)
+                runner = (LocalExecutor(run_on.retries) if run_on.kind == "local"
+                          else RayExecutor(targets, run_on.address, run_on.retries))
                 with runner:
                     settings["ray_startup_s"] = getattr(runner, "startup_s", None)
                     runner.run(todo, (model, calib, (x_val, y_val)), cache, on_done)
@@ -185,9 +183,10 @@ def tune(
 
 
 # -- planning -------------------------------------------------------------------------------------------
-def _check_call(budget: Any, space: Any, spec: Any, targets: list[str], metric: Any, executor: str,
-                address: str | None, runs: int, warmup: int, retries: int, timeout_s: float | None) -> None:
-    """Refuse bad arguments before any work, each with what was expected and what came."""
+def _check_call(budget: Any, space: Any, spec: Any, targets: list[str], metric: Any, measure: Any,
+                executor: Any) -> tuple[Measurement, Executor]:
+    """Refuse bad arguments before any work, each with what was expected and what came; returns the
+    measurement and executor to use."""
     from ..measure.metrics import get_metric
     from ..targets import get_target, get_target_class
 
@@ -197,22 +196,22 @@ def _check_call(budget: Any, space: Any, spec: Any, targets: list[str], metric: 
         raise ConfigError(f"space must be an edgeship.SearchSpace, got {type(space).__name__}")
     if not isinstance(spec, InputSpec):
         raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(spec).__name__}")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
-    if address is not None and executor != "ray":
-        raise ConfigError("address is the Ray cluster's; pass executor='ray' with it")
-    if not isinstance(retries, int) or retries < 0 or runs < 1 or warmup < 0:
-        raise ConfigError(f"retries must be an int >= 0, runs >= 1 and warmup >= 0; got {retries}, {runs}, {warmup}")
-    if timeout_s is not None and not timeout_s > 0:
-        raise ConfigError(f"trial_timeout_s must be > 0 seconds or None, got {timeout_s!r}")
+    measure = Measurement() if measure is None else measure
+    if not isinstance(measure, Measurement):
+        raise ConfigError(f"measure must be an edgeship.Measurement, got {type(measure).__name__}")
+    if measure.threads is not None or measure.options is not None:
+        raise ConfigError("tune searches threads and runtime options: give them as SearchSpace(threads=..., "
+                          "options=...), not in Measurement")
+    run_on = as_executor(executor)
     if not targets:
         raise ConfigError("tune needs at least one target")
     for name in targets:
-        if executor == "local":  # compiled and run here: the backend must be installed here
+        if run_on.kind == "local":  # compiled and run here: the backend must be installed here
             get_target(name, for_compile=True)
         else:  # on Ray the workers need the backend, not this machine; the name must still be known
             get_target_class(name)
     get_metric(metric)  # an unknown metric name fails here, not in every trial
+    return measure, run_on
 
 
 def _model_identity(model: Any, space: SearchSpace) -> dict[str, Any]:
@@ -236,10 +235,12 @@ def _model_identity(model: Any, space: SearchSpace) -> dict[str, Any]:
 
 
 def _jobs(candidates: list[Candidate], space: SearchSpace, budget: Budget, metric: Any, spec: InputSpec,
-          source_id: dict[str, Any], calib_sha: str, val_sha: str, runs: int, warmup: int, ci_resamples: int,
+          source_id: dict[str, Any], calib_sha: str, val_sha: str, measure: Measurement,
           timeout_s: float | None) -> list[Job]:
     """A job per candidate with its compile key (what decides the bundle) and trial key (+ the measurement)."""
     metric_id = metric if isinstance(metric, str) else callable_identity(metric)
+    timing = {"runs": measure.runs, "warmup": measure.warmup, "ci_resamples": measure.ci_resamples}
+    timing.update({k: v for k, v in (("batch_size", measure.batch_size), ("streams", measure.streams)) if v != 1})
     base = {"schema": TUNE_SCHEMA_VERSION, "model": source_id, "calibration_sha256": calib_sha,
             "input_spec": spec.to_dict(), "versions": toolchain_versions()}
     jobs = []
@@ -249,9 +250,9 @@ def _jobs(candidates: list[Candidate], space: SearchSpace, budget: Budget, metri
                               "validation_sha256": val_sha if c.fallback else None,
                               "metric": metric_id if c.fallback else None})
         key = digest({"compile_key": compile_key, "threads": c.threads, "options": dict(c.options), "validation_sha256": val_sha,
-                      "metric": metric_id, "runs": runs, "warmup": warmup, "ci_resamples": ci_resamples})
+                      "metric": metric_id, **timing})
         jobs.append(Job(candidate=c, key=key, compile_key=compile_key, recipe=recipe, spec=spec, metric=metric,
-                        runs=runs, warmup=warmup, ci_resamples=ci_resamples, timeout_s=timeout_s))
+                        measure=measure, timeout_s=timeout_s))
     return jobs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,10 +99,9 @@ class Trial:
         if record.get("status") == "ok" and record.get("rows"):
             parsed = Report.from_dict({"schema_version": REPORT_SCHEMA_VERSION,
                                        "rows": [record["rows"]["variant"], record["rows"]["reference"]]})
-            row, reference = parsed.rows
             bundle_path = cache.bundle_path(record["compile_key"])
-            row.bundle = str(bundle_path.resolve())  # where it lives now (a Ray worker measured it elsewhere)
-            reference.bundle = row.bundle
+            here = str(bundle_path.resolve())  # where it lives now (a Ray worker measured it elsewhere)
+            row, reference = (replace(r, bundle=here) for r in parsed.rows)
         return cls(candidate=candidate, status=record.get("status", "failed"), row=row, reference=reference,
                    error=record.get("error"), attempts=int(record.get("attempts", 1)), cached=cached,
                    compiled=bool(record.get("compiled")) and not cached, compile_s=record.get("compile_s"),

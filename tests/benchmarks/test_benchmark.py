@@ -24,8 +24,9 @@ def small_eval(digits_data):
 def measured(digits_bundle, digits_model, small_eval, tmp_path_factory):
     """One real run over the digits bundle: torch reference, raw inputs, two streams, saved as it goes."""
     folder = tmp_path_factory.mktemp("measured") / "report"
-    report = edgeship.benchmark([digits_bundle.path], small_eval, reference=digits_model, preprocess=True, runs=4,
-                                warmup=1, streams=2, threads=1, save_to=folder, show_progress=False)
+    report = edgeship.benchmark([digits_bundle.path], small_eval, reference=digits_model, preprocess=True,
+                                save_to=folder, show_progress=False,
+                                measure=edgeship.Measurement(runs=4, warmup=1, streams=2, threads=1))
     return report, folder
 
 
@@ -112,7 +113,8 @@ def test_a_user_metric_gets_a_bootstrap_interval(digits_bundle, small_eval):
         return float(np.mean(predictions.argmax(1) == labels))
 
     report = edgeship.benchmark(digits_bundle, small_eval, metric=my_top1, targets=["onnxruntime-cpu"],
-                                preprocess=True, runs=2, warmup=0, ci_resamples=100, show_progress=False)
+                                preprocess=True, show_progress=False,
+                                measure=edgeship.Measurement(runs=2, warmup=0, ci_resamples=100))
     for r in report.rows:
         lo, hi = r.accuracy_ci_pct
         assert lo <= r.accuracy_pct <= hi and lo < hi  # 96 samples with a few errors: a real spread
@@ -132,8 +134,9 @@ def test_an_interrupted_run_leaves_an_incomplete_valid_report(digits_bundle, sma
         return top1(predictions, labels)
 
     with pytest.raises(KeyboardInterrupt):
-        edgeship.benchmark(digits_bundle, small_eval, metric=interrupted_on_third_row, preprocess=True, runs=2,
-                           warmup=0, ci_resamples=0, save_to=folder, show_progress=False)
+        edgeship.benchmark(digits_bundle, small_eval, metric=interrupted_on_third_row, preprocess=True,
+                           save_to=folder, show_progress=False,
+                           measure=edgeship.Measurement(runs=2, warmup=0, ci_resamples=0))
     assert len(calls) == 3
     assert sorted(p.name for p in folder.iterdir()) == ["report.html", "report.json", "report.md"]  # no temp files
     data = json.loads((folder / "report.json").read_text())  # valid JSON
@@ -152,15 +155,16 @@ def test_an_interrupted_run_leaves_an_incomplete_valid_report(digits_bundle, sma
 
 
 def test_runtime_options_apply_per_target_and_are_recorded(digits_bundle, small_eval):
-    report = edgeship.benchmark(digits_bundle, small_eval, runs=5, warmup=1, show_progress=False, preprocess=True,
-                                options={"openvino-cpu": {"inference_precision": "bf16"}})
+    report = edgeship.benchmark(digits_bundle, small_eval, show_progress=False, preprocess=True,
+                                measure=edgeship.Measurement(runs=5, warmup=1, options={"openvino-cpu": {"inference_precision": "bf16"}}))
     ov = [r for r in report.rows if r.target == "openvino-cpu"]
     others = [r for r in report.rows if r.target != "openvino-cpu"]
     assert ov and all(r.options == {"inference_precision": "bf16"} for r in ov)
     assert others and all(r.options is None for r in others)
     assert report.settings["options"] == {"openvino-cpu": {"inference_precision": "bf16"}}
     with pytest.raises(edgeship.ConfigError, match="onnxruntime-cpu has no runtime option 'num_streams'"):
-        edgeship.benchmark(digits_bundle, small_eval, show_progress=False, options={"onnxruntime-cpu": {"num_streams": 2}})
+        edgeship.benchmark(digits_bundle, small_eval, show_progress=False,
+                           measure=edgeship.Measurement(options={"onnxruntime-cpu": {"num_streams": 2}}))
     with pytest.raises(edgeship.ConfigError, match="threads is given twice"):
-        edgeship.benchmark(digits_bundle, small_eval, show_progress=False, threads=1,
-                           options={"openvino-cpu": {"threads": 2}})
+        edgeship.benchmark(digits_bundle, small_eval, show_progress=False,
+                           measure=edgeship.Measurement(threads=1, options={"openvino-cpu": {"threads": 2}}))

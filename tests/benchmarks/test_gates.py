@@ -77,8 +77,8 @@ def test_min_agreement_is_a_fraction():
 
 def test_nan_and_missing_values_fail():
     report = make_report()
-    report.rows[1].accuracy_pct = report.rows[1].drop_pts = math.nan
-    report.rows[2].p99_ms = math.nan
+    report.rows[1] = dataclasses.replace(report.rows[1], accuracy_pct=math.nan, drop_pts=math.nan)
+    report.rows[2] = dataclasses.replace(report.rows[2], p99_ms=math.nan)
     result = report.check(Gates(require_bundles=False, max_drop=100.0, max_p99_ms=100.0))
     assert (INT8, "max_drop") in failures(result) and (FP32, "max_p99_ms") in failures(result)
 
@@ -92,7 +92,7 @@ def test_an_incomplete_or_empty_report_fails():
 
 def test_rows_without_bundle_hashes_are_not_trusted():
     report = make_report()
-    report.rows[2].manifest_sha256 = ""
+    report.rows[2] = dataclasses.replace(report.rows[2], manifest_sha256="")
     result = report.check(Gates(require_bundles=False))
     assert failures(result) == [(FP32, "bundle")]
     assert "re-run `edgeship bench`" in result.failures[0].detail
@@ -135,13 +135,13 @@ def test_the_same_report_is_its_own_baseline(tmp_path):
 def test_regressions_beyond_tolerance_fail():
     base = make_report()
     now = make_report()
-    now.rows[1].p99_ms *= 1.08  # within 10 %
-    now.rows[2].p50_ms *= 1.25  # beyond
-    now.rows[2].throughput *= 0.5
-    now.rows[1].accuracy_pct -= 0.4  # within 0.5 pts
-    now.rows[0].accuracy_pct -= 1.0  # the new FP32 model is worse than the last release's
-    for r in now.rows[1:3]:  # and its drops are measured against it
-        r.drop_pts = now.rows[0].accuracy_pct - r.accuracy_pct
+    ref, first, second = now.rows[:3]
+    ref = dataclasses.replace(ref, accuracy_pct=ref.accuracy_pct - 1.0)  # the new FP32 model is worse than the last
+    first = dataclasses.replace(first, p99_ms=first.p99_ms * 1.08,  # within 10 %
+                                accuracy_pct=first.accuracy_pct - 0.4)  # within 0.5 pts
+    second = dataclasses.replace(second, p50_ms=second.p50_ms * 1.25, throughput=second.throughput * 0.5)  # beyond
+    # and the drops are measured against the new reference
+    now.rows[:3] = [ref] + [dataclasses.replace(r, drop_pts=ref.accuracy_pct - r.accuracy_pct) for r in (first, second)]
     result = now.check(Gates(require_bundles=False, baseline=base))
     assert failures(result) == [("digits torch fp32 (ref)", "regression accuracy %"), (FP32, "regression p50 ms"),
                                 (FP32, "regression samples/s")]
@@ -164,8 +164,7 @@ def test_a_row_missing_from_the_new_report_fails_and_a_new_row_is_noted():
 
 def test_a_renamed_single_model_is_compared_and_other_machines_are_noted():
     base = make_report(environment={"cpu": "other cpu"})
-    for r in base.rows:
-        r.variant = "digits-v1.3"
+    base.rows = [dataclasses.replace(r, variant="digits-v1.3") for r in base.rows]
     result = make_report().check(Gates(require_bundles=False, baseline=base))
     assert result.passed, result.summary()
     assert "baseline variant 'digits-v1.3' compared with 'digits'" in result.notes
@@ -189,7 +188,8 @@ def test_a_schema_1_baseline_works_and_an_unreadable_one_is_bad_input(tmp_path):
 @pytest.fixture
 def measured_copy(bundle_copy, digits_data):
     x = digits_data[2][:32]
-    report = edgeship.benchmark(bundle_copy, x, preprocess=True, runs=2, warmup=0, show_progress=False)
+    report = edgeship.benchmark(bundle_copy, x, preprocess=True, show_progress=False,
+                                measure=edgeship.Measurement(runs=2, warmup=0))
     return bundle_copy, report
 
 

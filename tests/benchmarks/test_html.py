@@ -7,6 +7,7 @@ import io
 import os
 import re
 import shutil
+from dataclasses import replace
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def _page(tmp_path: Path, **changes) -> tuple[Path, str]:
     report = make_report(**changes)
     report.mark_recommended(1.0)
     report.warnings = ["digits on openvino-cpu: INT8 is slower than FP32 (a warning as the benchmark writes it)"]
-    report.rows[2].flags = ["agreement 97.00% < 99%"]
+    report.rows[2] = replace(report.rows[2], flags=["agreement 97.00% < 99%"])
     result = report.check(Gates(max_p99_ms=0.25, min_agreement=0.98, require_bundles=False))
     path = report.write_html(tmp_path / "report.html", result)
     return path, path.read_text(encoding="utf-8")
@@ -47,7 +48,7 @@ def test_html_is_self_contained_and_holds_plot_tables_and_gates(tmp_path):
 
 def test_html_escapes_what_came_from_files(tmp_path):
     report = make_report()
-    report.rows[1].variant = "<script>alert(1)</script>"
+    report.rows[1] = replace(report.rows[1], variant="<script>alert(1)</script>")
     html = report.to_html()
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -61,8 +62,7 @@ def test_plot_is_a_real_image_and_nothing_is_plotted_without_quality():
     coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 100  # markers, bars, the front: not grey text
     assert coloured.sum() > 300
     bare = make_report()
-    for r in bare.rows:
-        r.accuracy_pct = r.agreement_pct = None
+    bare.rows = [replace(r, accuracy_pct=None, agreement_pct=None) for r in bare.rows]
     assert pareto_png(bare) is None
     assert "Nothing to plot" in bare.to_html()
 

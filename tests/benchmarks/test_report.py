@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import edgeship
 import numpy as np
@@ -75,8 +76,9 @@ def test_get_metric():
 # -- the saved report -----------------------------------------------------------------------------
 def test_save_and_load_round_trip(tmp_path):
     report = make_report()
-    report.rows[1].per_class = {"precision": [1.0, 0.5], "recall": [0.5, 1.0], "f1": [2 / 3, 2 / 3], "support": [2, 2]}
-    report.rows[1].flags = ["agreement 99.25% < 99.5%"]
+    report.rows[1] = replace(report.rows[1], per_class={"precision": [1.0, 0.5], "recall": [0.5, 1.0],
+                                                        "f1": [2 / 3, 2 / 3], "support": [2, 2]},
+                             flags=["agreement 99.25% < 99.5%"])
     folder = report.save(tmp_path / "nested" / "report")
     assert sorted(p.name for p in folder.iterdir()) == ["report.html", "report.json", "report.md"]  # no temp files
     data = json.loads((folder / "report.json").read_text())
@@ -122,9 +124,9 @@ def test_markdown_of_an_incomplete_report_and_gate_results():
 
 def test_per_class_tables_in_markdown():
     report = make_report()
-    report.rows[1].per_class = {"precision": [1.0, 0.5, 0.0], "recall": [0.5, 1.0, 0.0], "f1": [2 / 3, 2 / 3, 0.0],
-                                "support": [2, 2, 1]}
-    report.rows[1].macro_precision_pct, report.rows[1].macro_recall_pct, report.rows[1].macro_f1_pct = 50.0, 50.0, 44.44
+    report.rows[1] = replace(report.rows[1], per_class={"precision": [1.0, 0.5, 0.0], "recall": [0.5, 1.0, 0.0],
+                                                        "f1": [2 / 3, 2 / 3, 0.0], "support": [2, 2, 1]},
+                             macro_precision_pct=50.0, macro_recall_pct=50.0, macro_f1_pct=44.44)
     md = report.to_markdown()
     assert "| digits openvino-cpu int8 | 50.00 | 50.00 | 44.44 | 0.00 (class 2) |" in md
     assert "### digits openvino-cpu int8" in md
@@ -191,8 +193,7 @@ def test_pareto_front_and_recommendation():
 
 def test_recommendation_without_labels_bounds_the_drop_by_disagreement():
     report = make_report()
-    for r in report.rows:
-        r.accuracy_pct = r.drop_pts = None
+    report.rows = [replace(r, accuracy_pct=None, drop_pts=None) for r in report.rows]
     best = report.mark_recommended(budget_pts=0.5)  # INT8 disagrees on 0.75 % of samples: over budget
     assert {t: r.precision for t, r in best.items()} == {"openvino-cpu": "fp32"}
     assert report.mark_recommended(budget_pts=1.0)["openvino-cpu"].precision == "int8"
@@ -201,12 +202,12 @@ def test_recommendation_without_labels_bounds_the_drop_by_disagreement():
 def test_int8_slower_than_fp32_is_warned():
     report = make_report()
     assert report.precision_warnings() == []  # INT8 0.12 ms < FP32 0.2 ms
-    report.rows[1].p50_ms, report.rows[1].p50_ci_ms = 0.25, (0.24, 0.26)
-    report.rows[2].p50_ci_ms = (0.19, 0.21)
+    report.rows[1] = replace(report.rows[1], p50_ms=0.25, p50_ci_ms=(0.24, 0.26))
+    report.rows[2] = replace(report.rows[2], p50_ci_ms=(0.19, 0.21))
     (warning,) = report.precision_warnings()
     assert warning.startswith("digits on openvino-cpu: INT8 is slower than FP32 (p50 0.250 ms vs 0.200 ms)")
     assert "intervals overlap" not in warning
-    report.rows[1].p50_ci_ms = (0.18, 0.3)
+    report.rows[1] = replace(report.rows[1], p50_ci_ms=(0.18, 0.3))
     assert "the 95% intervals overlap" in report.precision_warnings()[0]
 
 
@@ -218,8 +219,8 @@ def small_eval(digits_data):
 
 
 def test_benchmark_rows_for_reference_and_each_variant(digits_bundle, digits_model, small_eval, tmp_path):
-    report = edgeship.benchmark([digits_bundle.path], small_eval, reference=digits_model, preprocess=True, runs=3,
-                                warmup=1, show_progress=False)
+    report = edgeship.benchmark([digits_bundle.path], small_eval, reference=digits_model, preprocess=True,
+                                show_progress=False, measure=edgeship.Measurement(runs=3, warmup=1))
     assert [(r.target, r.precision, r.is_reference) for r in report.rows] == (
         [("torch", "fp32", True)] + [(t, p, False) for t, p in digits_bundle.variants])
     assert {r.variant for r in report.rows} == {"digits"}
@@ -243,8 +244,8 @@ def test_benchmark_rows_for_reference_and_each_variant(digits_bundle, digits_mod
 
 def test_benchmark_default_reference_targets_filter_and_inputs_only(digits_bundle, small_eval):
     x, _ = small_eval
-    report = edgeship.benchmark(digits_bundle, x, targets=["onnxruntime-cpu"], preprocess=True, runs=2, warmup=0,
-                                show_progress=False)
+    report = edgeship.benchmark(digits_bundle, x, targets=["onnxruntime-cpu"], preprocess=True, show_progress=False,
+                                measure=edgeship.Measurement(runs=2, warmup=0))
     assert [(r.target, r.precision) for r in report.rows] == [
         ("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "fp32"), ("onnxruntime-cpu", "int8")]
     assert report.rows[0].is_reference and report.settings["reference"] == "onnxruntime fp32"
@@ -258,7 +259,8 @@ def test_benchmark_custom_metric_and_batch(digits_bundle, small_eval):
         return 0.5
 
     report = edgeship.benchmark(digits_bundle, small_eval, metric=always_half, targets=["openvino-cpu"],
-                                preprocess=True, runs=2, warmup=0, batch_size=8, show_progress=False)
+                                preprocess=True, show_progress=False,
+                                measure=edgeship.Measurement(runs=2, warmup=0, batch_size=8))
     assert report.metric == "always_half"
     assert all(r.accuracy_pct == 50.0 and r.batch == 8 for r in report.rows)
     assert all(r.accuracy_ci_pct == (50.0, 50.0) for r in report.rows)  # a constant has no spread to bootstrap
@@ -267,12 +269,17 @@ def test_benchmark_custom_metric_and_batch(digits_bundle, small_eval):
 def test_benchmark_refuses_bad_arguments(digits_bundle, small_eval):
     x, y = small_eval
     with pytest.raises(ConfigError, match="unknown metric 'top3'"):
-        edgeship.benchmark(digits_bundle, (x, y), metric="top3", preprocess=True, runs=1, show_progress=False)
+        edgeship.benchmark(digits_bundle, (x, y), metric="top3", preprocess=True, show_progress=False,
+                           measure=edgeship.Measurement(runs=1))
     with pytest.raises(ConfigError, match="data has 64 inputs but 10 labels"):
-        edgeship.benchmark(digits_bundle, (x, y[:10]), preprocess=True, runs=1, show_progress=False)
+        edgeship.benchmark(digits_bundle, (x, y[:10]), preprocess=True, show_progress=False,
+                           measure=edgeship.Measurement(runs=1))
     with pytest.raises(ConfigError, match="batch_size 100 is larger than the 64 inputs"):
-        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, runs=1, batch_size=100, show_progress=False)
-    with pytest.raises(ConfigError, match="streams must be >= 1"):
-        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, runs=1, streams=0, show_progress=False)
+        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, show_progress=False,
+                           measure=edgeship.Measurement(runs=1, batch_size=100))
+    with pytest.raises(ConfigError, match="Measurement.streams must be an int >= 1, got 0"):
+        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, show_progress=False,
+                           measure=edgeship.Measurement(runs=1, streams=0))
     with pytest.raises(ConfigError, match=r"agreement_threshold is a fraction in \(0, 1\], got 99"):
-        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, runs=1, agreement_threshold=99, show_progress=False)
+        edgeship.benchmark(digits_bundle, (x, y), preprocess=True, agreement_threshold=99, show_progress=False,
+                           measure=edgeship.Measurement(runs=1))
