@@ -5,7 +5,7 @@ full-range U8S8 (uint8 activations, int8 per-channel weights) is what the x86 ke
 is exact where the CPU has VNNI/AMX; without VNNI the same kernels sum u8 x s8 pairs in saturating
 16 bits (the shipped digits CNN: 97.2 -> 93.7 % top-1 under ``qemu-x86_64 -cpu EPYC``), so a fleet that may
 hold such a CPU gets a flavour whose products cannot saturate — 7-bit weights (``reduce_range``) or
-U8U8 — chosen by measurement (fake-quant fidelity to FP32, then speed). NNCF's ONNX path emits int8
+U8U8 — chosen by measurement (fake-quant fidelity to FP32; ties: the fixed preference order). NNCF's ONNX path emits int8
 activations after residual adds, so the CPU artifact comes from ``onnxruntime.quantization.quantize_static``.
 """
 
@@ -146,6 +146,7 @@ INT8_FLAVOURS: dict[str, Int8Flavour] = {
     # uint8 weights take ONNX Runtime's U8U8 kernels, which widen to 16 bits before multiplying
     "u8u8": Int8Flavour("QUInt8", False, "uint8 per-channel", False),
 }
+# in preference order: among flavours tied on fidelity the first wins (int8 weights take the u8s8 kernels, VNNI too)
 FLEET_SAFE_FLAVOURS = tuple(name for name, f in INT8_FLAVOURS.items() if not f.saturates_without_vnni)
 #: ONNX Runtime's calibration methods: edgeship name -> onnxruntime.quantization.CalibrationMethod member
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
@@ -232,7 +233,9 @@ class StaticQuantizer:
         its fake-quant numerics' top-1 agreement with FP32 (``session.disable_quant_qdq``: the
         quantization itself, independent of this CPU's kernels), whether this CPU's fused kernels
         reproduce them, and p50 latency here. Among the flavours not significantly less faithful than
-        the best (a paired sign test on the samples where they differ), the fastest here wins. Several
+        the best (a paired sign test on the samples where they differ), the first of ``FLEET_SAFE_FLAVOURS``
+        wins: the latency here is recorded, not used — the build machine is not the device, and a choice
+        by a noisy timing made the same build give different bundles (seen on a 2-core AVX2 EPYC). Several
         ``methods`` are compared the same way on the chosen flavour (ties: the first listed).
         """
         methods = tuple(methods)
@@ -265,10 +268,12 @@ class StaticQuantizer:
                                  "fused_vs_fake_agreement_here": _agreement(fused, fake), "p50_ms_here": p50})
             best = max(hits, key=lambda n: hits[n].mean())
             tied = [m for m in measured if not _significantly_worse(hits[m["flavour"]], hits[best])]
-            self.flavour = min(tied, key=lambda m: m["p50_ms_here"])["flavour"]
+            tied_names = {m["flavour"] for m in tied}
+            self.flavour = next(name for name in FLEET_SAFE_FLAVOURS if name in tied_names)  # deterministic
             reason = (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, where full-range U8S8 saturates; "
                       f"{self.flavour} " + ("is the most faithful to FP32" if len(tied) == 1 else
-                                             "ties on fidelity to FP32 and is the fastest here")
+                                             "ties on fidelity to FP32 and comes first in the preference order "
+                                             f"{list(FLEET_SAFE_FLAVOURS)}")
                       + f" ({len(x)} samples)")
             record["measured"] = measured
         if len(methods) > 1:
