@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
 from ..preprocess import MAX_IMAGE_PIXELS as _MAX_IMAGE_PIXELS  # one cap for files and requests
 from ._http import header_deadline_protocol
+from .limits import ServeLimits
 
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 _DRAIN_LIMIT = 1 << 20  # refused bodies up to this size are drained (keep-alive); larger ones close the connection
@@ -260,70 +261,6 @@ class _Metrics:
         return generate_latest(registry).decode("utf-8")
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """What one :class:`ModelServer` admits: connections, uploads and inferences, so that memory and threads stay
-    bounded whatever the load; validated when built (ConfigError naming the field).
-
-    ``workers``: inference threads (and runtimes); at most this many requests run at once.
-    ``max_queue``: admitted requests that wait for a worker; beyond ``workers + max_queue`` a request gets 429
-    with Retry-After before its body is read. ``max_body``: bytes a request body may have (413 beyond).
-    Bodies are read before a request is admitted to inference, at most ``max_uploads`` at once (None:
-    4 x (workers + max_queue)), each within ``body_timeout`` s or at ``min_upload_rate`` bytes/s, whichever
-    allows longer (408 otherwise): a stalled upload holds an upload place, never an inference one.
-    ``max_connections`` caps open connections (uvicorn answers 503 beyond it); a connection whose request
-    headers have not all arrived ``header_timeout`` s after it opened (or after its last answer) is closed
-    (slowloris). ``graceful_timeout``: seconds shutdown waits for in-flight requests (None: no limit).
-    """
-
-    workers: int = 1
-    max_queue: int = 8
-    max_body: int = 16 << 20
-    body_timeout: float = 10.0
-    graceful_timeout: float | None = None
-    max_uploads: int | None = None
-    min_upload_rate: float = 64 << 10
-    max_connections: int = 512
-    header_timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        for name in ("workers", "max_queue", "max_body", "max_uploads", "max_connections"):
-            value = getattr(self, name)
-            if not (_integer(value) or (value is None and name == "max_uploads")):
-                raise ConfigError(f"ServeLimits.{name} must be an integer; got {name}={value!r}")
-        for name in ("body_timeout", "graceful_timeout", "min_upload_rate", "header_timeout"):
-            value = getattr(self, name)
-            if not (_number(value) or (value is None and name == "graceful_timeout")):
-                raise ConfigError(f"ServeLimits.{name} must be a number; got {name}={value!r}")
-        if self.workers < 1 or self.max_queue < 0 or self.max_body < 1:
-            raise ConfigError(f"need workers >= 1, max_queue >= 0 and max_body >= 1; got workers={self.workers}, "
-                              f"max_queue={self.max_queue}, max_body={self.max_body}")
-        uploads = self.uploads
-        if uploads < 1 or not self.min_upload_rate > 0 or self.max_connections < 1 or not self.header_timeout > 0:
-            raise ConfigError(f"need max_uploads >= 1, min_upload_rate > 0, max_connections >= 1 and "
-                              f"header_timeout > 0; got max_uploads={uploads}, min_upload_rate={self.min_upload_rate}, "
-                              f"max_connections={self.max_connections}, header_timeout={self.header_timeout}")
-        if not self.body_timeout > 0:
-            raise ConfigError(f"need body_timeout > 0 (the seconds any body may take); "
-                              f"got body_timeout={self.body_timeout}")
-        if self.graceful_timeout is not None and not self.graceful_timeout >= 0:
-            raise ConfigError(f"need graceful_timeout >= 0 or None (no limit); "
-                              f"got graceful_timeout={self.graceful_timeout}")
-
-    @property
-    def uploads(self) -> int:
-        """The upload places: ``max_uploads``, or 4 per inference place when it is None."""
-        return self.max_uploads if self.max_uploads is not None else 4 * (self.workers + self.max_queue)
-
-
 class ModelServer:
     """An HTTP server (a Starlette app on uvicorn) for one bundle folder or install root; see the module doc.
 
@@ -362,7 +299,7 @@ class ModelServer:
         self._public_key = public_key
         self.metrics = _Metrics()
         self._admission = threading.BoundedSemaphore(limits.workers + limits.max_queue)
-        self._uploads = threading.BoundedSemaphore(self.max_uploads)
+        self._uploads = threading.BoundedSemaphore(self.limits.uploads)
         self._reload_lock = threading.Lock()
         self._failed_reload: str | None = None
         # blocking work runs off the event loop on threads this server owns (joined by close()): inference on
@@ -388,32 +325,6 @@ class ModelServer:
         self._serving = threading.Event()
         self._stopped = threading.Event()
 
-    # the limits read on every request, as the attributes they were before ServeLimits
-    @property
-    def workers(self) -> int:
-        return self.limits.workers
-
-    @property
-    def max_queue(self) -> int:
-        return self.limits.max_queue
-
-    @property
-    def max_body(self) -> int:
-        return self.limits.max_body
-
-    @property
-    def body_timeout(self) -> float:
-        return self.limits.body_timeout
-
-    @property
-    def max_uploads(self) -> int:
-        """The upload places, resolved (``ServeLimits.max_uploads`` or its default)."""
-        return self.limits.uploads
-
-    @property
-    def min_upload_rate(self) -> float:
-        return float(self.limits.min_upload_rate)
-
     # -- the model, admission and prediction (no HTTP here) ----------------------------------------
     def _load(self, path: Path) -> _Loaded:
         from .choice import device_variant
@@ -422,7 +333,7 @@ class ModelServer:
         bundle = Bundle.open(path, public_key=configured_public_key(self._public_key))
         # the self-test before it serves: SelfTestError for a failing artifact (a reload keeps the old one)
         choice = device_variant(bundle, target, precision or "auto", install_root=self.install_root, **options)
-        return _Loaded(bundle, self.workers, choice.target, choice.precision, options, choice)
+        return _Loaded(bundle, self.limits.workers, choice.target, choice.precision, options, choice)
 
     def current_model(self) -> _Loaded:
         """The loaded version, reloaded first if an install root's ``current`` moved since (blocking: call it
@@ -448,10 +359,15 @@ class ModelServer:
                                 self.metrics.reloads += 1
         return self.model
 
+    def _busy(self, headers: dict[str, str]) -> _HTTPError:
+        """The 429 for a request that finds every inference place taken."""
+        return _HTTPError(429, f"server busy: {self.limits.workers} running and {self.limits.max_queue} waiting; "
+                               "retry later", headers)
+
     def queue_full(self) -> bool:
         """Whether every inference place (workers + max_queue) is taken right now."""
         with self.metrics.lock:
-            return self.metrics.admitted >= self.workers + self.max_queue
+            return self.metrics.admitted >= self.limits.workers + self.limits.max_queue
 
     def admit(self) -> bool:
         """Take a place in the bounded queue; False when it is full."""
@@ -575,18 +491,18 @@ class ModelServer:
         # refusals come before the body is read: uvicorn drops the unread body (flow control keeps at most
         # ~64 KiB of it buffered); bodies past _DRAIN_LIMIT close the connection instead of being drained
         drop = {"Connection": "close"} if length > _DRAIN_LIMIT else {}
-        if length > self.max_body:
-            raise _HTTPError(413, f"body of {length} bytes is larger than the {self.max_body} bytes allowed", drop)
+        if length > self.limits.max_body:
+            raise _HTTPError(413, f"body of {length} bytes is larger than the {self.limits.max_body} bytes allowed",
+                             drop)
         busy = {"Retry-After": "1", **drop}
         if self.queue_full():  # cheap refusal before a byte of the body is read
-            raise _HTTPError(429, f"server busy: {self.workers} running and {self.max_queue} waiting; retry later",
-                             busy)
+            raise self._busy(busy)
         # the body is read under an upload place of its own, with a deadline that a trickle cannot stretch:
         # stalled uploads fill the upload places, never the inference queue
         if not self._uploads.acquire(blocking=False):
-            raise _HTTPError(429, f"server busy: {self.max_uploads} uploads in progress; retry later", busy)
+            raise _HTTPError(429, f"server busy: {self.limits.uploads} uploads in progress; retry later", busy)
         start = time.perf_counter()
-        deadline = max(self.body_timeout, length / self.min_upload_rate)
+        deadline = max(self.limits.body_timeout, length / self.limits.min_upload_rate)
         with self.metrics.lock:
             self.metrics.uploading += 1
         try:
@@ -594,7 +510,7 @@ class ModelServer:
                 body = await request.body()
         except TimeoutError:
             raise _HTTPError(408, f"the body did not arrive within {deadline:g} s (at least "
-                                  f"{self.min_upload_rate / 1024:g} KiB/s)", {"Connection": "close"}) from None
+                                  f"{self.limits.min_upload_rate / 1024:g} KiB/s)", {"Connection": "close"}) from None
         except ClientDisconnect:
             raise _HTTPError(400, "the client disconnected before sending the whole body") from None
         finally:
@@ -604,8 +520,7 @@ class ModelServer:
         if len(body) != length:
             raise _HTTPError(400, f"the body ended after {len(body)} of {length} bytes", {"Connection": "close"})
         if not self.admit():
-            raise _HTTPError(429, f"server busy: {self.workers} running and {self.max_queue} waiting; retry later",
-                             {"Retry-After": "1"})
+            raise self._busy({"Retry-After": "1"})
         try:
             reply = await asyncio.get_running_loop().run_in_executor(
                 self._inference, self.predict, body, request.headers.get("content-type", ""))
