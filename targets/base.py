@@ -90,26 +90,26 @@ class Target(ABC):
     precisions: ClassVar[tuple[str, ...]] = PRECISIONS
     # what ``load(**options)`` accepts: name -> the allowed values (a tuple) or the type of an int >= 1
     runtime_options: ClassVar[Mapping[str, tuple[Any, ...] | type]] = {"threads": int}
+    # what compile reads from ``CompileRequest.options`` (set by ``Recipe.target_options``): name -> the allowed
+    # values (a tuple, matched with their type: True is not 1), or a type: ``int`` an int >= 1, ``float`` a
+    # number in [0, 1] (a fraction)
+    compile_options: ClassVar[Mapping[str, tuple[Any, ...] | type]] = {}
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         """``options`` as a dict when every one is a runtime option of this target with an allowed value,
         else ConfigError naming what is accepted — so a sweep fails before it compiles anything."""
+        return _check_option_values(cls.name, "runtime", cls.runtime_options, options, exact=False)
+
+    @classmethod
+    def check_compile_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` as a dict when every one is a compile option of this target with an allowed value,
+        else ConfigError naming the target, the option and what is accepted — before anything is compiled."""
         from ..errors import ConfigError
 
-        if not isinstance(options, Mapping):
-            raise ConfigError(f"{cls.name} runtime options must be a mapping of name to value, got {options!r}")
-        accepted = ", ".join(f"{k} ({'int >= 1' if v is int else '/'.join(map(str, v))})"
-                             for k, v in cls.runtime_options.items()) or "none"
-        for name, value in options.items():
-            allowed = cls.runtime_options.get(name)
-            if allowed is None:
-                raise ConfigError(f"{cls.name} has no runtime option {name!r}; it accepts: {accepted}")
-            ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 1) if allowed is int \
-                else value in allowed
-            if not ok:
-                raise ConfigError(f"{cls.name} runtime option {name}={value!r} is not allowed; it accepts: {accepted}")
-        return dict(options)
+        if isinstance(options, Mapping) and options and not cls.compile_options:
+            raise ConfigError(f"{cls.name} has no compile options; got {', '.join(map(repr, options))}")
+        return _check_option_values(cls.name, "compile", cls.compile_options, options, exact=True)
 
     @classmethod
     @abstractmethod
@@ -148,6 +148,44 @@ class Target(ABC):
             if fixed is not None and fixed != control.batch_size:
                 control.batch_size = fixed
             return control.predict(lambda x: rt.run(x)[name])
+
+
+def _describe_allowed(allowed: tuple[Any, ...] | type) -> str:
+    if allowed is int:
+        return "int >= 1"
+    if allowed is float:
+        return "float in [0, 1]"
+    return "/".join(map(str, allowed))
+
+
+def _allowed(value: Any, allowed: tuple[Any, ...] | type, exact: bool) -> bool:
+    """Whether ``value`` is one of ``allowed`` (see ``Target.runtime_options``); ``exact`` also matches the type
+    of a tuple's values (True is not 1, 1.0 is not 1)."""
+    if allowed is int:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    if allowed is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+    if exact:
+        return any(type(value) is type(a) and value == a for a in allowed)
+    return value in allowed
+
+
+def _check_option_values(target: str, kind: str, table: Mapping[str, tuple[Any, ...] | type],
+                         options: Mapping[str, Any], exact: bool) -> dict[str, Any]:
+    """``options`` as a dict when each is in ``table`` ({name: allowed}) with an allowed value, else ConfigError
+    saying what ``target`` accepts as its ``kind`` ("runtime", "compile") options."""
+    from ..errors import ConfigError
+
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{target} {kind} options must be a mapping of name to value, got {options!r}")
+    accepted = ", ".join(f"{k} ({_describe_allowed(v)})" for k, v in table.items()) or "none"
+    for name, value in options.items():
+        allowed = table.get(name)
+        if allowed is None:
+            raise ConfigError(f"{target} has no {kind} option {name!r}; it accepts: {accepted}")
+        if not _allowed(value, allowed, exact):
+            raise ConfigError(f"{target} {kind} option {name}={value!r} is not allowed; it accepts: {accepted}")
+    return dict(options)
 
 
 class RuntimeState(enum.Enum):

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 from edgeship import ConfigError, InputSpec, InputValidationError, Preprocess, Recipe
+from edgeship.errors import UnknownTargetError
 from edgeship.spec import shape_matches
+from edgeship.targets import Target, get_target_class
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -112,6 +114,97 @@ def test_recipe_round_trip_and_checks():
         Recipe(seed="0")
     with pytest.raises(ConfigError, match="(?i)unknown recipe keys"):
         Recipe.from_dict({"calibration_size": 8, "preset": "mixed"})
+
+
+# -- compile options: Target.compile_options, Recipe.target_options --------------------------------
+class _Jetsonish(Target):  # never registered: only its compile-option table is used
+    name = "jetsonish"
+    compile_options = {"batch": int, "dynamic_batch": (False, True), "dla_core": (0, 1), "max_gpu_fallback": float}
+
+    @classmethod
+    def availability(cls):
+        return False, "a test class"
+
+    def compile(self, request, out_dir):
+        raise NotImplementedError
+
+    def load(self, root, artifact, spec, **options):
+        raise NotImplementedError
+
+
+def test_check_compile_options_accepts_allowed_values():
+    ok = {"batch": 8, "dynamic_batch": True, "dla_core": 1, "max_gpu_fallback": 0.2}
+    assert _Jetsonish.check_compile_options(ok) == ok
+    assert _Jetsonish.check_compile_options({"max_gpu_fallback": 1}) == {"max_gpu_fallback": 1}
+    assert _Jetsonish.check_compile_options({}) == {}
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"dla": 1}, "jetsonish has no compile option 'dla'; it accepts: batch \\(int >= 1\\), dynamic_batch "
+                 "\\(False/True\\), dla_core \\(0/1\\), max_gpu_fallback \\(float in \\[0, 1\\]\\)"),
+    ({"batch": 0}, "jetsonish compile option batch=0 is not allowed"),
+    ({"batch": True}, "batch=True is not allowed"),
+    ({"dla_core": 2}, "dla_core=2 is not allowed; it accepts: .*dla_core \\(0/1\\)"),
+    ({"dla_core": True}, "dla_core=True is not allowed"),  # True == 1, but it is no core number
+    ({"dla_core": 1.0}, "dla_core=1.0 is not allowed"),
+    ({"dynamic_batch": 1}, "dynamic_batch=1 is not allowed"),
+    ({"max_gpu_fallback": 1.5}, "max_gpu_fallback=1.5 is not allowed"),
+    ({"max_gpu_fallback": float("nan")}, "max_gpu_fallback=nan is not allowed"),
+    ({"max_gpu_fallback": "0.2"}, "max_gpu_fallback='0.2' is not allowed"),
+    ([("batch", 2)], "jetsonish compile options must be a mapping"),
+])
+def test_check_compile_options_refuses(options, match):
+    with pytest.raises(ConfigError, match=match):
+        _Jetsonish.check_compile_options(options)
+
+
+def test_a_target_without_compile_options_refuses_any():
+    cls = get_target_class("onnxruntime-cpu")
+    assert cls.compile_options == {} and cls.check_compile_options({}) == {}
+    with pytest.raises(ConfigError, match="onnxruntime-cpu has no compile options; got 'batch'"):
+        cls.check_compile_options({"batch": 2})
+    # the runtime options keep their own check and messages
+    with pytest.raises(ConfigError, match="onnxruntime-cpu has no runtime option 'batch'; it accepts: threads"):
+        cls.check_options({"batch": 2})
+
+
+def test_recipe_target_options_are_checked():
+    with pytest.raises(UnknownTargetError, match="Recipe.target_options: unknown target 'tpu'; registered targets"):
+        Recipe(target_options={"tpu": {"batch": 2}})
+    with pytest.raises(ConfigError, match="Recipe.target_options\\['onnxruntime-cpu'\\]: onnxruntime-cpu has no "
+                                          "compile options"):
+        Recipe(target_options={"onnxruntime-cpu": {"dla_core": 1}})
+    with pytest.raises(ConfigError, match="Recipe.target_options must map a target name"):
+        Recipe(target_options=[("onnxruntime-cpu", {})])
+    with pytest.raises(ConfigError, match="compile options must be a mapping"):
+        Recipe(target_options={"onnxruntime-cpu": 3})
+
+
+def test_recipe_target_options_round_trip_frozen_and_hashable(monkeypatch):
+    monkeypatch.setattr(get_target_class("tensorrt-jetson"), "compile_options",
+                        {"dla_core": (0, 1), "max_gpu_fallback": float})
+    recipe = Recipe(target_options={"tensorrt-jetson": {"max_gpu_fallback": 0.2, "dla_core": 1}})
+    assert recipe.target_options["tensorrt-jetson"] == {"dla_core": 1, "max_gpu_fallback": 0.2}
+    assert recipe.to_dict()["target_options"] == {"tensorrt-jetson": {"dla_core": 1, "max_gpu_fallback": 0.2}}
+    assert json.loads(json.dumps(recipe.to_dict())) == recipe.to_dict()
+    back = Recipe.from_dict(recipe.to_dict())
+    assert back == recipe and hash(back) == hash(recipe)
+    assert hash(recipe) != hash(Recipe())
+    with pytest.raises(TypeError):
+        recipe.target_options["tensorrt-jetson"]["dla_core"] = 0  # type: ignore[index]
+    assert Recipe().target_options == {} and Recipe().to_dict()["target_options"] == {}
+
+
+def test_compress_refuses_options_for_a_target_it_does_not_build(digits_model, tmp_path):
+    import edgeship
+    from edgeship.demo import DIGITS_SPEC
+
+    recipe = Recipe(target_options={"openvino-cpu": {}})
+    with pytest.raises(ConfigError, match="Recipe.target_options sets compile options for \\['openvino-cpu'\\], "
+                                          "which compress does not build"):
+        edgeship.compress(digits_model, input_spec=DIGITS_SPEC, output=tmp_path / "x.edgeship",
+                          targets=["onnxruntime-cpu"], precision="fp32", recipe=recipe, show_progress=False)
+    assert not (tmp_path / "x.edgeship").exists()
 
 
 # -- preprocessing numerics ------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def compress(
         targets: registered target names (see ``edgeship.list_targets()``).
         precision: "fp32", "fp16", "int8", or several of them.
         recipe: calibration subset size and seed, and pruning (``Recipe(prune=Prune(...))``; a torchvision
-            detector's backbone is pruned, its heads are kept whole).
+            detector's backbone is pruned, its heads are kept whole), and each target's compile options
+            (``Recipe(target_options={"tensorrt-jetson": {"dla_core": 1}})``; only for targets in ``targets``).
         finetune: ``finetune(pruned_model) -> model``, called after pruning (your own training).
         validation: (inputs, labels) for the accuracy budget ``recipe.max_drop``.
         metric: overrides ``recipe.metric`` (a name, or ``f(predictions, labels) -> float in [0, 1]``).
@@ -73,6 +74,10 @@ def compress(
         raise ConfigError("compress needs at least one target and one precision")
     if not isinstance(input_spec, InputSpec):
         raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(input_spec).__name__}")
+    not_built = [name for name in recipe.target_options if name not in targets]
+    if not_built:  # an option for a target that is not built is a mistake
+        raise ConfigError(f"Recipe.target_options sets compile options for {not_built}, which compress does not "
+                          f"build (targets={targets}); add them to targets or drop their options")
     backends = {name: get_target(name, for_compile=True) for name in targets}  # unknown / missing fail before any work
     for name, backend in backends.items():
         for p in precisions:
@@ -103,7 +108,7 @@ def compress(
     pruning: dict[str, Any] | None = None
     with atomic_folder(output) as tmp:
         if prune_cfg is not None:
-            model, pruning = _prune(model, input_spec, prune_cfg, backends, precisions, calib, calibration,
+            model, pruning = _prune(model, input_spec, recipe, backends, precisions, calib, calibration,
                                     preprocess_calibration, finetune, show_progress, cpus)
         with progress(show_progress) as bar:
             steps = 1 + len(targets) * len(precisions)
@@ -133,7 +138,8 @@ def compress(
                     request = CompileRequest(tmp / SOURCE_ONNX, spec, p, calib,
                                              accuracy=control if p == "int8" else None,
                                              keep_fp=tuple(keep_fp) if p == "int8" else (), fleet=cpus,
-                                             calibration_method=recipe.calibration_method)
+                                             calibration_method=recipe.calibration_method,
+                                             options=dict(recipe.target_options.get(name, {})))
                     artifact = backend.compile(request, tmp / rel_dir)
                     record = artifact.options.get("accuracy")
                     if record is not None and not record["met"]:
@@ -309,13 +315,14 @@ def _fingerprint(model: Any) -> str:
     return model_fingerprint(model) if hasattr(model, "state_dict") else ""
 
 
-def _prune(model, spec, config, backends, precisions, calib, calibration, preprocess_calibration,
+def _prune(model, spec, recipe, backends, precisions, calib, calibration, preprocess_calibration,
            finetune, show_progress, cpus=None) -> tuple[Any, dict[str, Any]]:
-    """Prune at the fixed ratio or the least ratio that meets the latency budget; then recover."""
+    """Prune (``recipe.prune``) at the fixed ratio or the least ratio that meets the latency budget; then recover."""
     from .._lazy import require
     from ..calibration import CalibrationWarning, collect
     from .prune import distill, prune_model
 
+    config = recipe.prune
     torch = require("torch", "pruning")
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"pruning needs a torch.nn.Module, got {type(model).__name__}")
@@ -326,7 +333,8 @@ def _prune(model, spec, config, backends, precisions, calib, calibration, prepro
     search: list[dict[str, Any]] = []
     if config.latency_ms is not None:
         target = next(iter(backends))
-        ratio, search = _search_ratio(model, spec, config, target, backends[target], precisions[0], calib,
+        options = dict(recipe.target_options.get(target, {}))
+        ratio, search = _search_ratio(model, spec, config, backends[target], options, precisions[0], calib,
                                       calib_batch, example, show_progress, cpus)
     else:
         ratio = config.ratio
@@ -353,12 +361,15 @@ def _prune(model, spec, config, backends, precisions, calib, calibration, prepro
     return pruned, summary
 
 
-def _search_ratio(model, spec, config, target_name, backend, precision, calib, calib_batch, example,
+def _search_ratio(model, spec, config, backend, options, precision, calib, calib_batch, example,
                   show_progress, cpus=None) -> tuple[float, list[dict[str, Any]]]:
-    """Bisect the pruning ratio: the least one whose measured p50 latency on the target meets the budget."""
+    """Bisect the pruning ratio: the least one whose measured p50 latency on the target meets the budget.
+
+    ``backend`` is the registered target (its ``name`` is recorded), ``options`` its compile options."""
     from ..measure.latency import measure_latency
     from .prune import prune_model
 
+    target_name = backend.name
     steps: list[dict[str, Any]] = []
     x = np.zeros(spec.example_shape(1), dtype=spec.dtype)
     if calib is not None:
@@ -371,7 +382,7 @@ def _search_ratio(model, spec, config, target_name, backend, precision, calib, c
             _, _, head = _export(result.model, spec, onnx_path)
             keep_fp = _automatic_keep_fp(onnx_path, head) if precision == "int8" else ()
             artifact = backend.compile(CompileRequest(onnx_path, spec, precision, calib, keep_fp=tuple(keep_fp),
-                                                      fleet=cpus), Path(tmp) / "artifact")
+                                                      fleet=cpus, options=options), Path(tmp) / "artifact")
             with backend.load(Path(tmp) / "artifact", artifact, spec) as rt:
                 p50 = measure_latency(lambda: rt.run(x), runs=50, warmup=5).p50_ms
         steps.append({"ratio": ratio, "p50_ms": p50, "meets": p50 <= config.latency_ms,

@@ -4,8 +4,8 @@ loads from a dict or a TOML file through an allow-list of keys (never by unpickl
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Mapping
 
 from .._defaults import CALIBRATION_SIZE
 from .._fleet import check_cpus
@@ -39,6 +39,9 @@ class Recipe:
         selftest_samples: golden inputs stored in the bundle for its self-test (``edgeship.bundle.selftest``).
         selftest_min_agreement: the top-1 (detectors: box) agreement with the FP32 reference an INT8 or
             FP16 artifact must keep on them, at build and on every device.
+        target_options: per target, its compile options (``Target.compile_options``), e.g.
+            ``{"tensorrt-jetson": {"dla_core": 1, "max_gpu_fallback": 0.2}}``; each target named must be one
+            ``compress`` builds. Stored read-only (the recipe stays hashable).
     """
 
     calibration_size: int = CALIBRATION_SIZE
@@ -51,6 +54,7 @@ class Recipe:
     calibration_method: str = "auto"
     selftest_samples: int = 64  # golden inputs the bundle carries for its self-test on the device
     selftest_min_agreement: float = 0.95  # INT8/FP16 top-1 (box) agreement with FP32 the self-test requires
+    target_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # target -> its compile options
 
     def __post_init__(self) -> None:
         if not isinstance(self.calibration_size, int) or self.calibration_size < 1:
@@ -79,6 +83,7 @@ class Recipe:
                 or not 0.0 <= self.selftest_min_agreement <= 1.0:
             raise ConfigError(f"Recipe.selftest_min_agreement must be a fraction in [0, 1] (0.95 = 95%), "
                               f"got {self.selftest_min_agreement!r}")
+        object.__setattr__(self, "target_options", _target_options(self.target_options))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +98,7 @@ class Recipe:
             "calibration_method": self.calibration_method,
             "selftest_samples": self.selftest_samples,
             "selftest_min_agreement": self.selftest_min_agreement,
+            "target_options": {t: dict(sorted(o.items())) for t, o in sorted(self.target_options.items())},
         }
 
     @classmethod
@@ -138,3 +144,49 @@ class Recipe:
             raise ConfigError(f"recipe file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
+
+
+class _FrozenMapping(Mapping[str, Any]):
+    """A read-only, hashable mapping (its values must be hashable): how ``Recipe.target_options`` is stored."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+def _target_options(value: Any) -> _FrozenMapping:
+    """``Recipe.target_options`` checked (registered targets, each option one of that target's compile options
+    with an allowed value) and frozen."""
+    from ..errors import UnknownTargetError
+    from ..targets import get_target_class
+
+    if not isinstance(value, Mapping):
+        raise ConfigError("Recipe.target_options must map a target name to its compile options, e.g. "
+                          f"{{'tensorrt-jetson': {{'dla_core': 1}}}}, got {value!r}")
+    out = {}
+    for target, options in value.items():
+        if not isinstance(target, str):
+            raise ConfigError(f"Recipe.target_options keys must be target names, got {target!r}")
+        try:
+            cls = get_target_class(target)
+        except UnknownTargetError as exc:
+            raise UnknownTargetError(f"Recipe.target_options: {exc}") from None
+        try:
+            out[target] = _FrozenMapping(cls.check_compile_options(options))
+        except ConfigError as exc:
+            raise ConfigError(f"Recipe.target_options[{target!r}]: {exc}") from None
+    return _FrozenMapping(out)
