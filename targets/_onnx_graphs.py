@@ -1,12 +1,15 @@
 """ONNX graph rewrites that more than one backend builds from: the calibration reader ONNX Runtime's
-quantizer reads, the symmetric S8S8 Q/DQ graph TensorRT wants (also what ``onnxruntime-tensorrt`` runs) and the
-float16 graph. Made on any build machine with ONNX Runtime's CPU tools; no backend module imports another.
+quantizer reads, the INT8 Q/DQ graph TensorRT wants (NVIDIA Model Optimizer's placement; also what
+``onnxruntime-tensorrt`` runs) with the check of TensorRT's Q/DQ rules, the static-batch graph and the float16 graph.
+Made on any build machine with CPU tools; no backend module imports another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
     from ..calibration import CalibrationSet
     from ..spec import InputSpec
 
-TRT_QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+TRT_CALIBRATION = "max"  # Model Optimizer's MinMax: the ranges edgeship's other INT8 graphs calibrate with
 
 
 def calibration_reader(spec: "InputSpec", calibration: "CalibrationSet") -> Any:
@@ -35,37 +38,191 @@ def calibration_reader(spec: "InputSpec", calibration: "CalibrationSet") -> Any:
     return Reader()
 
 
-def symmetric_qdq(src: Path, dst: Path, spec: "InputSpec", calibration: "CalibrationSet",
-                  exclude: Sequence[str] = ()) -> None:
-    """The INT8 graph TensorRT builds from: S8S8 Q/DQ, zero-point 0, per-channel weights, inputs of Conv/Gemm/MatMul."""
-    require("onnx", "the TensorRT INT8 graph")
-    quantization = require("onnxruntime.quantization", "the TensorRT INT8 graph")
+class _NoGpuProbeNoise(logging.Filter):
+    """Model Optimizer logs an ERROR when NVML finds no NVIDIA driver; on a CPU build machine that is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to get GPU count" not in record.getMessage()
+
+
+_NO_GPU_PROBE_NOISE = _NoGpuProbeNoise()
+
+
+@contextlib.contextmanager
+def _onnxruntime_quantization_left_as_found() -> Iterator[None]:
+    """Undo what Model Optimizer changes in ONNX Runtime's quantizer for the rest of the process: its ONNX PTQ
+    replaces methods of the calibrators and quantizers (``ort_patching.patch_ort_modules``) and edits the op
+    registries in place (``QDQRegistry``: Relu, Concat, ... removed), which made the onnxruntime-cpu INT8 graph
+    compiled after a TensorRT one a different graph. Every ``onnxruntime.quantization`` module and class is put
+    back attribute by attribute, and every dict, list and set they hold gets its contents back."""
+    import sys
+
+    saved, contents = [], []
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith("onnxruntime.quantization"):
+            continue
+        saved.append((module, dict(vars(module))))
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__.startswith("onnxruntime.quantization"):
+                saved.append((value, dict(vars(value))))
+            elif isinstance(value, (dict, list, set)):
+                contents.append((value, value.copy()))
+    try:
+        yield
+    finally:
+        for owner, before in saved:
+            now = vars(owner)
+            for key in [k for k in now if k not in before]:
+                delattr(owner, key)
+            for key, value in before.items():
+                if now.get(key) is not value:
+                    setattr(owner, key, value)
+        for container, copy in contents:
+            if container != copy:
+                if isinstance(container, list):
+                    container[:] = copy
+                else:
+                    container.clear()
+                    container.update(copy)
+
+
+def tensorrt_int8_graph(src: Path, dst: Path, spec: "InputSpec", calibration: "CalibrationSet",
+                        exclude: Sequence[str] = (), dla: bool = False) -> dict[str, Any]:
+    """The INT8 graph TensorRT builds from, made by NVIDIA Model Optimizer's ONNX PTQ on the CPU execution provider.
+
+    Model Optimizer places Q/DQ the way TensorRT fuses them (Conv/Gemm/MatMul inputs and weights, the residual
+    input of an ``Add`` that follows a Conv, pooling inputs; commuting ops such as MaxPool and Concat take the scale
+    of the Q after them), symmetric with zero point 0, weights per output channel, and leaves what TensorRT would
+    not run in INT8 in FP16. ``exclude``: node names kept out of INT8 (``keep_fp``); ``dla``: Q/DQ on every tensor,
+    which a DLA needs to run a layer at all. Returns what the artifact records about it.
+    """
+    quantization = require("modelopt.onnx.quantization", "the TensorRT INT8 graph (NVIDIA Model Optimizer)")
+    import importlib.metadata
+    import re
+    import shutil
     import tempfile
 
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory(prefix="edgeship-trt-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
+    logging.getLogger("modelopt.onnx").addFilter(_NO_GPU_PROBE_NOISE)
+    with tempfile.TemporaryDirectory(prefix="edgeship-trt-") as tmp, _onnxruntime_quantization_left_as_found():
+        # Model Optimizer writes intermediate files beside its input
+        source = Path(tmp) / "model.onnx"
+        shutil.copyfile(src, source)
         try:
-            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True, skip_optimization=True)
-            quantization.quantize_static(
-                str(prepared), str(dst), calibration_reader(spec, calibration),
-                quant_format=quantization.QuantFormat.QDQ,
-                activation_type=quantization.QuantType.QInt8,
-                weight_type=quantization.QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=list(TRT_QUANTIZED_OPS),
-                nodes_to_exclude=list(exclude) or None,
-                calibrate_method=quantization.CalibrationMethod.MinMax,
-                extra_options={
-                    "ActivationSymmetric": True,
-                    "WeightSymmetric": True,
-                    "OpTypesToExcludeOutputQuantization": list(TRT_QUANTIZED_OPS),  # Q/DQ on inputs only
-                    "QuantizeBias": False,  # TensorRT fuses a float bias
-                },
-            )
+            quantization.quantize(
+                str(source), quantize_mode="int8", calibration_data={spec.name: calibration.as_batch()},
+                calibration_method=TRT_CALIBRATION, calibration_eps=["cpu"],
+                nodes_to_exclude=[f"^{re.escape(name)}$" for name in exclude] or None,
+                high_precision_dtype="fp16", target_dla=dla, output_path=str(Path(tmp) / "int8.onnx"),
+                log_level="ERROR")
         except Exception as exc:
-            raise CompileError(f"building the symmetric Q/DQ graph for TensorRT failed: {exc}") from exc
+            raise CompileError(f"NVIDIA Model Optimizer could not quantize the graph for TensorRT: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        shutil.move(str(Path(tmp) / "int8.onnx"), dst)
+    problems = tensorrt_int8_problems(dst)
+    if problems:
+        raise CompileError("the TensorRT INT8 graph breaks TensorRT's Q/DQ rules: " + "; ".join(problems[:5]))
+    return {"quantizer": f"nvidia-modelopt {importlib.metadata.version('nvidia-modelopt')} onnx ptq",
+            "calibration_method": TRT_CALIBRATION, "high_precision": "fp16", "target_dla": dla,
+            "fp_layers": sorted(exclude)}
+
+
+def tensorrt_int8_problems(path: Path) -> list[str]:
+    """What in an INT8 Q/DQ graph TensorRT would not run as INT8 the way the graph intends, in words ([] when none).
+
+    The rules (TensorRT's Q/DQ fusion, NVIDIA/TensorRT issues 1992 and 3197): every zero point is 0 (symmetric
+    INT8); every Conv/ConvTranspose weight is dequantized per output channel (axis 0); a Conv's activation input
+    comes through a DequantizeLinear; every residual ``Add`` (two activations) has its inputs dequantized, except
+    one that comes straight from the Conv it fuses into; every MaxPool/AveragePool/GlobalAveragePool and Concat is in the INT8 domain — a
+    DequantizeLinear on each input, or, for the ops a scale commutes through (MaxPool, Concat), a QuantizeLinear
+    on every consumer of its output, which TensorRT moves in front of it.
+    """
+    onnx = require("onnx", "checking the TensorRT INT8 graph")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    problems = []
+
+    def dequantized(name: str) -> bool:
+        return name in producer and producer[name].op_type == "DequantizeLinear"
+
+    def quantized_after(node: Any) -> bool:
+        users = [u for out in node.output for u in consumers.get(out, [])]
+        return bool(users) and all(u.op_type == "QuantizeLinear" for u in users)
+
+    for n in graph.node:
+        label = f"{n.op_type} {n.name!r}"
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
+            zero = numpy_helper.to_array(inits[n.input[2]])
+            if zero.dtype != np.int8 or zero.any():
+                problems.append(f"{label} has zero point {zero.ravel()[:4]} ({zero.dtype}); TensorRT needs int8 0")
+        if n.op_type in ("Conv", "ConvTranspose"):
+            if not dequantized(n.input[0]):
+                continue  # a layer kept in FP (keep_fp, or Model Optimizer's choice): not an INT8 layer
+            weight = producer.get(n.input[1])
+            if weight is None or weight.op_type != "DequantizeLinear":
+                problems.append(f"{label} has a quantized input but a float weight")
+                continue
+            axis = next((a.i for a in weight.attribute if a.name == "axis"), 1)
+            scale = inits.get(weight.input[1])
+            channels = _initializer_or_quantized_shape(weight.input[0], inits, producer)
+            if axis != 0 or scale is None or list(scale.dims) != channels[:1]:
+                problems.append(f"{label}: its weight is not dequantized per output channel "
+                                f"(axis {axis}, scales {list(scale.dims) if scale is not None else None})")
+        elif n.op_type == "Add" and not any(i in inits or _constant(i, producer) for i in n.input):
+            plain = [i for i in n.input if not dequantized(i)]  # inputs that arrive in float
+            fused = len(plain) == 1 and producer.get(plain[0]) is not None and \
+                producer[plain[0]].op_type in ("Conv", "ConvTranspose")
+            if plain and not fused:
+                problems.append(f"{label}: a residual Add needs its inputs dequantized (one of them may be the Conv it "
+                                "fuses into); here they are not, so TensorRT runs it outside INT8")
+        elif n.op_type in ("MaxPool", "AveragePool", "GlobalAveragePool", "Concat"):
+            inputs = [i for i in n.input if i not in inits]
+            commutes = n.op_type in ("MaxPool", "Concat")
+            if not (all(dequantized(i) for i in inputs) or (commutes and quantized_after(n))):
+                problems.append(f"{label} is not in the INT8 domain (no Q/DQ on its inputs"
+                                + (" nor a QuantizeLinear after it" if commutes else "") + "): TensorRT runs it in "
+                                "FP16/FP32 and reformats around it")
+    return problems
+
+
+def _constant(name: str, producer: dict[str, Any]) -> bool:
+    """Whether ``name`` is a Constant node's output (a bias Add, not a residual one)."""
+    return name in producer and producer[name].op_type == "Constant"
+
+
+def _initializer_or_quantized_shape(name: str, inits: dict[str, Any], producer: dict[str, Any]) -> list[int]:
+    """The shape of a weight given as an initializer, or as QuantizeLinear of one."""
+    if name in inits:
+        return list(inits[name].dims)
+    q = producer.get(name)
+    if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inits:
+        return list(inits[q.input[0]].dims)
+    return []
+
+
+def static_batch(src: Path, dst: Path, batch: int) -> None:
+    """The graph with its batch dimension fixed to ``batch`` on every input and output (a DLA runs static shapes)."""
+    onnx = require("onnx", "a static-batch graph")
+    model = onnx.load(str(src))
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = batch
+    del model.graph.value_info[:]  # stale symbolic shapes; inference fills them again
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise CompileError(f"fixing the batch to {batch} made an invalid graph: {exc}") from exc
+    onnx.save(model, str(dst))
 
 
 def float16_graph(src: Path, dst: Path) -> None:

@@ -27,7 +27,7 @@ from ..errors import CompileError, ConfigError
 from ..measure.fidelity import agreement as _agreement
 from ..measure.fidelity import agrees as _agrees
 from ..measure.fidelity import significantly_worse as _significantly_worse
-from ._onnx_graphs import calibration_reader, float16_graph, symmetric_qdq
+from ._onnx_graphs import calibration_reader, float16_graph, tensorrt_int8_graph
 from .base import Artifact, CompileRequest, Runtime, Target, TensorInfo
 from .registry import register_target
 
@@ -409,9 +409,10 @@ class _ExecutionProviderTarget(ONNXRuntimeCPU):
             if accuracy is not None:
                 raise ConfigError(f"Recipe.max_drop is not yet implemented for {self.name}")
             out_dir.mkdir(parents=True, exist_ok=True)
-            symmetric_qdq(onnx_path, out_dir / "model.onnx", spec, calibration, exclude=keep_fp)
+            made = tensorrt_int8_graph(onnx_path, out_dir / "model.onnx", spec, calibration, exclude=keep_fp)
             artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": _ort().__version__},
-                                {"quant_format": "QDQ", "activations": "int8 symmetric", "weights": "int8 per-channel"})
+                                {"quant_format": "QDQ", "activations": "int8 symmetric", "weights": "int8 per-channel",
+                                 **made})
         elif precision == "fp16":
             out_dir.mkdir(parents=True, exist_ok=True)
             float16_graph(onnx_path, out_dir / "model.onnx")
