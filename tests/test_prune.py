@@ -6,7 +6,7 @@ import edgeship
 import numpy as np
 import pytest
 from edgeship import ConfigError, Prune, Recipe
-from edgeship.build.prune import count_macs_params, distill, output_layers, prune_model
+from edgeship.build.prune import count_macs_params, output_layers, prune_model
 from edgeship.demo.digits import DIGITS_SPEC
 
 torch = pytest.importorskip("torch")
@@ -186,12 +186,27 @@ def test_latency_driven_search_stops_at_a_ratio_that_meets_the_budget(tmp_path):
     # own measurement, so the test follows the search's record instead of comparing two noisy latencies
     unpruned_step = next(s for s in steps if s["ratio"] == 0)
     assert pruning["ratio"] == 0 if unpruned_step["meets"] else pruning["ratio"] > 0
-    assert chosen and chosen[-1]["meets"] and chosen[-1]["p50_ms"] <= budget
+    assert chosen and chosen[-1]["meets"] and chosen[-1]["p50_ci_ms"][1] <= budget  # the interval, not one p50
     # every step that met the budget used at least as much pruning as the chosen one (least pruning wins)
     assert all(s["ratio"] >= pruning["ratio"] for s in steps if s["meets"])
     report = edgeship.benchmark([bundle], data=np.zeros((4, 3, 64, 64), np.float32), show_progress=False,
                                 measure=edgeship.Measurement(runs=5))
     assert report.pruning_search["fast"] == steps
+
+
+def test_the_latency_search_compiles_each_candidate_as_compress_will(digits_model, digits_data, tmp_path):
+    """INT8 candidates of the search keep the recipe's keep_fp layers in FP, as the bundle's artifact does; a budget
+    the unpruned model meets by far ends the search at ratio 0 after one measurement."""
+    recipe = Recipe(prune=Prune(latency_ms=1e4), keep_fp=("/0/Conv",))
+    bundle = edgeship.compress(digits_model, input_spec=DIGITS_SPEC, calibration=digits_data[0],
+                               preprocess_calibration=True, precision="int8", targets=["onnxruntime-cpu"],
+                               output=tmp_path / "kept.edgeship", recipe=recipe, show_progress=False)
+    (step,) = bundle.manifest.pruning["search"]
+    assert step["ratio"] == 0 and step["meets"] and step["keep_fp"] == ["/0/Conv"]
+    assert step["p50_ci_ms"][0] <= step["p50_ms"] <= step["p50_ci_ms"][1] <= 1e4
+    assert bundle.manifest.pruning["ratio"] == 0
+    with pytest.raises(edgeship.ConfigError, match="search_grid"):
+        Prune(latency_ms=1.0, search_grid=1)
 
 
 def test_an_unreachable_budget_says_so_with_the_best_reached(tmp_path):
@@ -201,7 +216,9 @@ def test_an_unreachable_budget_says_so_with_the_best_reached(tmp_path):
         edgeship.compress(model, input_spec=spec, output=tmp_path / "never.edgeship", precision="fp32",
                           targets=["onnxruntime-cpu"], recipe=Recipe(prune=Prune(latency_ms=1e-6)),
                           show_progress=False)
-    assert len(info.value.steps) == 2 and not any(s["meets"] for s in info.value.steps)
+    # every grid ratio was measured (Prune.search_grid = 5: 0 to max_ratio), none met it
+    assert [s["ratio"] for s in info.value.steps] == pytest.approx([0.0, 0.225, 0.45, 0.675, 0.9])
+    assert not any(s["meets"] for s in info.value.steps)
     assert not (tmp_path / "never.edgeship").exists()
 
 

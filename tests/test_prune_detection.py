@@ -166,7 +166,7 @@ def test_latency_search_measures_pruned_detectors_on_the_target(tmp_path):
     calib = np.concatenate([SSD_SPEC.apply_preprocess(img) for img in _blocky_images(4, 320, 320, seed=4)])
     with pytest.raises(edgeship.LatencyBudgetError, match="best reached") as info:
         edgeship.compress(model, input_spec=SSD_SPEC, calibration=calib, targets=["openvino-cpu"], precision="int8",
-                          recipe=Recipe(calibration_size=4, prune=Prune(latency_ms=1e-6, max_ratio=0.5)),
+                          recipe=Recipe(calibration_size=4, prune=Prune(latency_ms=1e-6, max_ratio=0.5, search_grid=2)),
                           output=tmp_path / "never.edgeship", show_progress=False)
     steps = info.value.steps
     assert [s["ratio"] for s in steps] == [0.0, 0.5] and steps[1]["macs"] < steps[0]["macs"]

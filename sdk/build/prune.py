@@ -36,7 +36,8 @@ class Prune:
 
     Give exactly one of ``ratio`` (fraction of channels removed per layer, or globally with
     ``global_pruning``) and ``latency_ms`` (the least pruning whose latency, measured on the first
-    target at the first precision, meets the budget; searched by bisection up to ``max_ratio``).
+    target at the first precision, meets the budget: a measured grid up to ``max_ratio``, then bisection, a ratio
+    meeting the budget only when its p50's 95 % interval does).
 
     Args:
         importance: channel importance — "l1"/"l2" weight magnitude, "bn_scale" batch-norm
@@ -47,7 +48,9 @@ class Prune:
         recover: "distill" = label-free distillation of the original model's outputs into the
             pruned one on the calibration images; "none" = no recovery (or pass ``finetune`` to compress).
         distill_epochs, distill_loss, distill_lr, distill_samples: the distillation settings.
-        search_steps: bisection steps of the latency search.
+        search_grid: ratios measured first, evenly over [0, max_ratio] (latency is not monotonic in the ratio).
+        search_steps: bisection steps of the latency search between the least grid ratio that meets the budget
+            and the one below it.
     """
 
     ratio: float | None = None
@@ -63,6 +66,7 @@ class Prune:
     distill_samples: int = 2000
     max_ratio: float = 0.9
     search_steps: int = 5
+    search_grid: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +88,8 @@ class Prune:
             raise ConfigError(f"Prune.max_ratio must be in (0, 1), got {self.max_ratio}")
         if self.distill_epochs < 1 or self.search_steps < 1 or self.distill_samples < 1:
             raise ConfigError("Prune.distill_epochs, search_steps and distill_samples must be >= 1")
+        if not isinstance(self.search_grid, int) or self.search_grid < 2:
+            raise ConfigError(f"Prune.search_grid must be an int >= 2 (0 and max_ratio at least), got {self.search_grid!r}")
         object.__setattr__(self, "protect", tuple(self.protect))
 
     def to_dict(self) -> dict[str, Any]:
