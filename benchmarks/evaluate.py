@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..executor import Executor, as_executor
 from ..measure.latency import measure_latency, measure_streams, peak_rss_mb, reset_peak_rss
 from ..measure.metrics import METRICS, PROPORTIONS, Metric, classification_report, get_metric, proportion_interval
-from ..measure.plan import Measurement
+from ..measure.plan import Measurement, as_measurement
 from ..measure.stats import bootstrap_indices, percentile_interval
 from .report import Report, Row
 
@@ -77,7 +77,7 @@ def benchmark(
             raise ConfigError(f"data has {len(x)} inputs but {len(labels)} labels")
     if not len(x):
         raise ConfigError("data holds no inputs")
-    measure = _checked_measurement(measure)
+    measure = as_measurement(measure)
     if not 0 < agreement_threshold <= 1:
         raise ConfigError(f"agreement_threshold is a fraction in (0, 1], got {agreement_threshold}")
     run_on = as_executor(executor)
@@ -177,15 +177,6 @@ def benchmark(
     if folder is not None:
         report.save(folder, sign_key=sign_key)
     return report
-
-
-def _checked_measurement(measure: Any) -> Measurement:
-    """``measure`` or the default, refusing anything that is not a Measurement."""
-    if measure is None:
-        return Measurement()
-    if not isinstance(measure, Measurement):
-        raise ConfigError(f"measure must be an edgeship.Measurement, got {type(measure).__name__}")
-    return measure
 
 
 def _against_reference(out: np.ndarray, ref_out: np.ndarray, measured: Mapping[str, Any],

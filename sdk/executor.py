@@ -7,8 +7,6 @@ runs the Ray side of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from .errors import ConfigError
 
 __all__ = ["Executor", "as_executor"]
@@ -44,10 +42,6 @@ class Executor:
             raise ConfigError(f"Executor.retries must be an int >= 0, got {self.retries!r}")
         if self.timeout_s is not None and not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0):
             raise ConfigError(f"Executor.timeout_s must be > 0 seconds or None, got {self.timeout_s!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, for report settings."""
-        return {"executor": self.kind, "address": self.address, "retries": self.retries, "timeout_s": self.timeout_s}
 
 
 def as_executor(value: "str | Executor") -> Executor:

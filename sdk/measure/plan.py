@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 
-__all__ = ["Measurement"]
+__all__ = ["Measurement", "as_measurement"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,12 @@ class Measurement:
         out = asdict(self)
         out["options"] = {t: dict(o) for t, o in (self.options or {}).items()}
         return out
+
+
+def as_measurement(value: "Measurement | None") -> Measurement:
+    """``value``, or ``Measurement()`` for None; anything else is a ConfigError saying what was expected."""
+    if value is None:
+        return Measurement()
+    if not isinstance(value, Measurement):
+        raise ConfigError(f"measure must be an edgeship.Measurement, got {type(value).__name__}")
+    return value

@@ -30,7 +30,7 @@ from .._defaults import CPU_TARGETS
 from .._progress import console, progress
 from ..errors import ConfigError, TuneBudgetError
 from ..executor import Executor, as_executor
-from ..measure.plan import Measurement
+from ..measure.plan import Measurement, as_measurement
 from ..spec import InputSpec
 from .cache import TrialCache, array_digest, callable_identity, digest, toolchain_versions
 from .executors import Job, LocalExecutor, RayExecutor
@@ -196,9 +196,7 @@ def _check_call(budget: Any, space: Any, spec: Any, targets: list[str], metric: 
         raise ConfigError(f"space must be an edgeship.SearchSpace, got {type(space).__name__}")
     if not isinstance(spec, InputSpec):
         raise ConfigError(f"input_spec must be an edgeship.InputSpec, got {type(spec).__name__}")
-    measure = Measurement() if measure is None else measure
-    if not isinstance(measure, Measurement):
-        raise ConfigError(f"measure must be an edgeship.Measurement, got {type(measure).__name__}")
+    measure = as_measurement(measure)
     if measure.threads is not None or measure.options is not None:
         raise ConfigError("tune searches threads and runtime options: give them as SearchSpace(threads=..., "
                           "options=...), not in Measurement")
