@@ -47,37 +47,46 @@ def _cpu_outputs(graph: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def cpu_checks(bundle: Any, target: str, x: np.ndarray, y: np.ndarray | None) -> tuple[list[list[str]], list[str]]:
-    """(table rows, failures) of the checks that need no GPU: the INT8 graph's Q/DQ placement, each graph's top-1."""
+def _graph(bundle: Any, target: str, precision: str) -> Path:
+    return bundle.path / bundle.artifact(target, precision)["dir"] / "model.onnx"
+
+
+def _top1_and_agreement(out: np.ndarray, y: np.ndarray | None, reference: np.ndarray) -> tuple[float | None, float]:
+    """Top-1 against the labels (None without them) and top-1 agreement with the FP32 reference's outputs."""
+    top1 = float((out.argmax(1) == y).mean()) if y is not None else None
+    return top1, float((out.argmax(1) == reference.argmax(1)).mean())
+
+
+def cpu_checks(bundle: Any, target: str, x: np.ndarray, y: np.ndarray | None,
+               reference: np.ndarray) -> tuple[list[list[str]], list[str]]:
+    """(table rows, failures) of the checks that need no GPU: the INT8 graph's Q/DQ placement, each graph's top-1.
+    ``reference``: the FP32 graph's outputs on ``x`` (ONNX Runtime, CPU)."""
     from ...targets._onnx_graphs import tensorrt_int8_problems
 
     rows, failures = [], []
-    graphs = {p: bundle.path / bundle.artifact(target, p)["dir"] / "model.onnx" for t, p in bundle.variants if t == target}
-    reference = _cpu_outputs(graphs["fp32"], x) if "fp32" in graphs else None
-    for precision, graph in graphs.items():
-        out = _cpu_outputs(graph, x)
-        top1 = float((out.argmax(1) == y).mean()) if y is not None else None
-        agree = float((out.argmax(1) == reference.argmax(1)).mean()) if reference is not None else None
+    ref_top1 = float((reference.argmax(1) == y).mean()) if y is not None else None
+    for precision in [p for t, p in bundle.variants if t == target]:
+        graph = _graph(bundle, target, precision)
+        out = reference if precision == "fp32" else _cpu_outputs(graph, x)
+        top1, agree = _top1_and_agreement(out, y, reference)
         problems = tensorrt_int8_problems(graph) if precision == "int8" else []
         rows.append([precision, "onnxruntime cpu", _pct(top1), _pct(agree),
                      "ok" if not problems else f"{len(problems)} problems", "", ""])
         failures += [f"{precision} graph: {p}" for p in problems]
-        if top1 is not None and reference is not None and y is not None:
-            ref_top1 = float((reference.argmax(1) == y).mean())
-            if ref_top1 - top1 > 0.01:
-                failures.append(f"{precision} graph on the CPU: top-1 {top1:.2%} is more than 1 point below FP32's "
-                                f"{ref_top1:.2%}")
+        if top1 is not None and ref_top1 - top1 > 0.01:
+            failures.append(f"{precision} graph on the CPU: top-1 {top1:.2%} is more than 1 point below FP32's "
+                            f"{ref_top1:.2%}")
     return rows, failures
 
 
-def device_checks(bundle: Any, target: str, x: np.ndarray, y: np.ndarray | None, runs: int) -> list[list[str]]:
-    """Rows for each precision's engine built here: top-1, agreement and max abs error against ONNX Runtime FP32,
-    p50 at batch 1."""
+def device_checks(bundle: Any, target: str, x: np.ndarray, y: np.ndarray | None, reference: np.ndarray,
+                  runs: int) -> list[list[str]]:
+    """Rows for each precision's engine built here: top-1, agreement and max abs error against ONNX Runtime FP32
+    (``reference``), p50 at batch 1."""
     import edgeship
 
     from ...measure.latency import measure_latency
 
-    reference = _cpu_outputs(bundle.path / bundle.artifact(target, "fp32")["dir"] / "model.onnx", x)
     rows = []
     for t, precision in bundle.variants:
         if t != target:
@@ -87,8 +96,8 @@ def device_checks(bundle: Any, target: str, x: np.ndarray, y: np.ndarray | None,
             out = np.concatenate([next(iter(rt.run(x[i:i + batch]).values())) for i in range(0, len(x), batch)])
             one = x[:1] if rt.inputs[0].shape[0] in (None, 1) else x[:batch]
             p50 = measure_latency(lambda: rt.run(one), runs=runs, warmup=20).p50_ms
-        top1 = float((out.argmax(1) == y).mean()) if y is not None else None
-        rows.append([precision, f"{target} engine", _pct(top1), _pct(float((out.argmax(1) == reference.argmax(1)).mean())),
+        top1, agree = _top1_and_agreement(out, y, reference)
+        rows.append([precision, f"{target} engine", _pct(top1), _pct(agree),
                      "", f"{float(np.abs(out - reference).max()):.4g}", f"{p50:.3f}"])
     return rows
 
@@ -121,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             x = np.random.default_rng(0).standard_normal(bundle.spec.example_shape(64)).astype(bundle.spec.dtype)
         else:
             bundle, x, y = _digits_bundle(args.target, Path(tmp))
-        rows, failures = cpu_checks(bundle, args.target, x, y)
+        reference = _cpu_outputs(_graph(bundle, args.target, "fp32"), x)
+        rows, failures = cpu_checks(bundle, args.target, x, y, reference)
         available, why = get_target_class(args.target).availability()
         if available:
-            rows += device_checks(bundle, args.target, x, y, args.runs)
+            rows += device_checks(bundle, args.target, x, y, reference, args.runs)
     table = Table(title=f"{args.target}: {bundle.path.name} — CPU flags {' '.join(cpu_flags()) or 'unknown'}")
     for header in ("precision", "runs on", "top-1 %", "agreement vs fp32 %", "TensorRT Q/DQ rules",
                    "max abs err", "p50 ms"):
