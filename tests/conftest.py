@@ -198,3 +198,18 @@ def labelled_bundle(digits_bundle, tmp_path_factory) -> Path:
     shutil.copytree(digits_bundle.path, dst)
     set_postprocess(dst, labels=DIGIT_LABELS, postprocess=Postprocess(top_k=3))
     return dst
+
+
+def video_frames(path: Path, convert: int) -> list[np.ndarray]:
+    """Every frame of the video at ``path`` as OpenCV decodes it, passed through ``cv2.cvtColor(frame, convert)``
+    (e.g. ``cv2.COLOR_BGR2GRAY``): what the stream sees, for tests that predict the frames themselves."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, convert))
+    capture.release()
+    return frames

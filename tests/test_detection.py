@@ -13,6 +13,7 @@ import pytest
 from edgeship import ConfigError, InputSpec, Preprocess, Recipe
 from edgeship.bundle.detector import Detector
 from edgeship.tasks.detection import batched_nms, box_parity, decode_boxes, head_layers, postprocess, prepare_detector
+from conftest import video_frames
 
 torch = pytest.importorskip("torch")
 D = pytest.importorskip("torchvision.models.detection")
@@ -290,13 +291,7 @@ def test_stream_writes_the_detectors_boxes_per_frame(ssd_bundle, tmp_path):
     for image in _blocky_images(3, 480, 640, seed=9):
         writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     writer.release()
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
+    frames = video_frames(path, cv2.COLOR_BGR2RGB)
     lines = []
     stats = run_stream(bundle.path, str(path), tmp_path / "out.jsonl", target="onnxruntime-cpu", precision="fp32",
                        on_result=lines.append)

@@ -13,7 +13,7 @@ import json
 import edgeship
 import numpy as np
 import pytest
-from conftest import DIGIT_LABELS
+from conftest import DIGIT_LABELS, video_frames
 from edgeship.bundle.predictor import Predictor, fit_image
 from edgeship.preprocess import resize_bilinear
 from edgeship.tasks.postprocess import Postprocess
@@ -86,13 +86,7 @@ def test_stream_and_serve_resize_an_off_size_frame_alike(labelled_bundle, off_si
     for image in off_size:
         writer.write(cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR))
     writer.release()
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[..., None])  # what the stream decodes, at 40x40
-    capture.release()
+    frames = [f[..., None] for f in video_frames(path, cv2.COLOR_BGR2GRAY)]  # what the stream decodes, at 40x40
     assert len(frames) == len(off_size) and frames[0].shape == (40, 40, 1)
 
     sink = io.StringIO()

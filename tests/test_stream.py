@@ -11,7 +11,7 @@ import pytest
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'edgeship[video]')")
 
 import edgeship  # noqa: E402
-from conftest import BLOCK_COMPRESS_EXTRAS, DIGIT_LABELS, run_python  # noqa: E402
+from conftest import BLOCK_COMPRESS_EXTRAS, DIGIT_LABELS, run_python, video_frames  # noqa: E402
 from edgeship import ConfigError  # noqa: E402
 from edgeship.cli import main  # noqa: E402
 from edgeship.device.stream import run_stream  # noqa: E402
@@ -37,15 +37,7 @@ def decoded_predictions(bundle_path, video_path, target, precision):
     preprocessing's own resizer, as calibration: edgeship.preprocess.resize_bilinear)."""
     from edgeship.preprocess import resize_bilinear
 
-    capture = cv2.VideoCapture(str(video_path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[..., None]
-        frames.append(resize_bilinear(grey, 32, 32))
-    capture.release()
+    frames = [resize_bilinear(grey[..., None], 32, 32) for grey in video_frames(video_path, cv2.COLOR_BGR2GRAY)]
     with edgeship.load(bundle_path, target, precision) as rt:
         return rt.run(np.stack(frames), preprocess=True)["output"].argmax(axis=1).tolist()
 
