@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..preprocess import LetterboxGeometry, apply_preprocess, letterbox_geometry, resize_bilinear
 from ._checks import CheckResult, Finding, check
+from ._profile import InputWindow, compare_profiles, input_profile
 from ._set import CalibrationSet
 from ._sources import CalibrationWarning, collect, from_arrays, from_dataset, from_folder, from_video
 
@@ -20,14 +21,17 @@ __all__ = [
     "CalibrationWarning",
     "CheckResult",
     "Finding",
+    "InputWindow",
     "LetterboxGeometry",
     "apply_preprocess",
     "check",
     "collect",
+    "compare_profiles",
     "from_arrays",
     "from_dataset",
     "from_folder",
     "from_video",
+    "input_profile",
     "letterbox_geometry",
     "resize_bilinear",
 ]

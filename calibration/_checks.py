@@ -20,6 +20,7 @@ Thresholds (module constants, so a reviewer can see and a test can pin them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
@@ -97,14 +98,15 @@ class CheckResult:
                 "findings": [f.to_dict() for f in self.findings], "stats": self.stats}
 
 
-def check(calib: CalibrationSet | np.ndarray, against: CalibrationSet | np.ndarray | None = None,
+def check(calib: CalibrationSet | np.ndarray, against: CalibrationSet | np.ndarray | Mapping | None = None,
           spec: "InputSpec | None" = None) -> CheckResult:
     """Check a calibration set; optionally compare it with a validation or production sample.
 
     Args:
         calib: a :class:`CalibrationSet`, or model-ready samples (N, ...).
         against: a reference sample preprocessed the same way (a CalibrationSet from the same spec,
-            or model-ready samples with the same channels); enables the drift check.
+            or model-ready samples with the same channels), or a bundle's input profile (the manifest's
+            ``calibration.profile.input``, see :func:`edgeship.calibration.input_profile`); enables the drift check.
         spec: the model input (layout and preprocessing); defaults to the one the set was made with.
     Returns:
         A :class:`CheckResult`; ``.ok`` is False when any finding is an error.
@@ -119,7 +121,14 @@ def check(calib: CalibrationSet | np.ndarray, against: CalibrationSet | np.ndarr
     channel_axis = _channel_axis(batch, spec)
     values = _channel_values(batch, channel_axis)
     _check_range(values, spec, findings, stats)
-    if against is not None:
+    if isinstance(against, Mapping):  # a bundle's calibration record (its input profile)
+        from ._profile import compare_profiles, input_profile
+
+        source_name = str(against.get("source") or "the reference profile")
+        rows, drifted = compare_profiles(input_profile(batch, spec, like=against), against, source_name)
+        stats["drift"] = rows
+        findings.extend(drifted)
+    elif against is not None:
         ref_batch, _, ref_source, _ = _unpack(against, spec, "against")
         ref_values = _channel_values(ref_batch, _channel_axis(ref_batch, spec))
         if len(ref_values) != len(values):
@@ -169,12 +178,7 @@ def _check_range(values: list[np.ndarray], spec: "InputSpec | None", findings: l
     if spec is None or spec.preprocess is None:
         return
     pre = spec.preprocess
-    expected = []
-    for c in range(len(values)):
-        mean = pre.mean[c if len(pre.mean) > 1 else 0] if pre.mean else 0.0
-        std = pre.std[c if len(pre.std) > 1 else 0] if pre.std else 1.0
-        a, b = (0 * pre.scale - mean) / std, (255 * pre.scale - mean) / std
-        expected.append((min(a, b), max(a, b)))
+    expected = expected_ranges(spec, len(values))
     stats["expected_range"] = [[round(lo, 4), round(hi, 4)] for lo, hi in expected]
     described = _describe(pre)
     for c, ((lo, hi), (elo, ehi)) in enumerate(zip(observed, expected)):
@@ -198,22 +202,10 @@ def _check_range(values: list[np.ndarray], spec: "InputSpec | None", findings: l
 
 def _check_drift(values: list[np.ndarray], ref_values: list[np.ndarray], ref_source: str,
                  findings: list[Finding], stats: dict[str, Any]) -> None:
-    rows = []
-    for c, (x, r) in enumerate(zip(values, ref_values)):
-        mean, std, rmean, rstd = float(x.mean()), float(x.std()), float(r.mean()), float(r.std())
-        floor = 1e-6 * max(abs(rmean), 1.0)
-        shift = abs(mean - rmean) / max(rstd, floor)
-        ratio = max(std, floor) / max(rstd, floor)
-        js = _js_divergence(x, r)
-        rows.append({"channel": c, "mean": round(mean, 4), "reference_mean": round(rmean, 4), "std": round(std, 4),
-                     "reference_std": round(rstd, 4), "mean_shift": round(shift, 4), "std_ratio": round(ratio, 4),
-                     "js_divergence": round(js, 4)})
+    rows = [drift_row(c, float(x.mean()), float(x.std()), float(r.mean()), float(r.std()), _js_divergence(x, r))
+            for c, (x, r) in enumerate(zip(values, ref_values))]
     stats["drift"] = rows
-    for code, score, limits, say in _DRIFT_CHECKS:
-        worst = max(rows, key=score)  # the channel that drifted most on this measure
-        level = _level(score(worst), limits)
-        if level:
-            findings.append(Finding(level, code, say(worst, ref_source)))
+    findings.extend(judge_drift(rows, ref_source))
 
 
 # Each drift check: (finding code, score of a channel's drift row, (warning, error) limits, message).
@@ -234,6 +226,40 @@ _DRIFT_CHECKS: tuple[tuple[str, Callable[[dict], float], tuple[float, float], Ca
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def expected_ranges(spec: "InputSpec", channels: int) -> list[tuple[float, float]]:
+    """Per channel, the interval the spec's preprocessing maps 8-bit pixels (0..255) into."""
+    pre = spec.preprocess
+    out = []
+    for c in range(channels):
+        mean = pre.mean[c if len(pre.mean) > 1 else 0] if pre.mean else 0.0
+        std = pre.std[c if len(pre.std) > 1 else 0] if pre.std else 1.0
+        a, b = (0 * pre.scale - mean) / std, (255 * pre.scale - mean) / std
+        out.append((min(a, b), max(a, b)))
+    return out
+
+
+def judge_drift(rows: list[dict], ref_source: str) -> list[Finding]:
+    """The drift findings of per-channel drift rows (mean_shift, std_ratio, js_divergence): the worst channel on
+    each measure against the (warning, error) limits above."""
+    findings = []
+    for code, score, limits, say in _DRIFT_CHECKS:
+        worst = max(rows, key=score)  # the channel that drifted most on this measure
+        level = _level(score(worst), limits)
+        if level:
+            findings.append(Finding(level, code, say(worst, ref_source)))
+    return findings
+
+
+def drift_row(channel: int, mean: float, std: float, rmean: float, rstd: float, js: float) -> dict[str, Any]:
+    """One channel's drift: its mean and std against the reference's, the shift, the ratio and the divergence."""
+    floor = 1e-6 * max(abs(rmean), 1.0)
+    shift = abs(mean - rmean) / max(rstd, floor)
+    ratio = max(std, floor) / max(rstd, floor)
+    return {"channel": channel, "mean": round(mean, 4), "reference_mean": round(rmean, 4), "std": round(std, 4),
+            "reference_std": round(rstd, 4), "mean_shift": round(shift, 4), "std_ratio": round(ratio, 4),
+            "js_divergence": round(js, 4)}
+
+
 def _level(value: float, limits: tuple[float, float]) -> Level | None:
     if value > limits[1]:
         return "error"
@@ -289,8 +315,16 @@ def _js_divergence(x: np.ndarray, r: np.ndarray) -> float:
     if hi <= lo:
         return 0.0 if np.isclose(x.mean(), r.mean()) else 1.0
     edges = np.linspace(lo, hi, HIST_BINS + 1)
-    p = np.histogram(np.clip(x, lo, hi), edges)[0].astype(np.float64)
-    q = np.histogram(np.clip(r, lo, hi), edges)[0].astype(np.float64)
+    p = np.histogram(np.clip(x, lo, hi), edges)[0]
+    q = np.histogram(np.clip(r, lo, hi), edges)[0]
+    return js_bits(p, q)
+
+
+def js_bits(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (bits, 0..1) of two histograms (counts or frequencies) on the same bins."""
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return 0.0
     p, q = p / p.sum(), q / q.sum()
     m = (p + q) / 2
 

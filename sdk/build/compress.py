@@ -173,7 +173,9 @@ def compress(
             "task": "detection" if head is not None else "classification",
             "detection": detection,
             "recipe": recipe.to_dict(),
-            "calibration": {**calib.summary(), "check": calib_check} if calib is not None else None,
+            "calibration": {**calib.summary(), "check": calib_check,
+                            "profile": _calibration_profile(tmp / SOURCE_ONNX, spec, calib, head)}
+            if calib is not None else None,
             "pruning": pruning,
             "complexity": _complexity(exported, input_spec),
             "artifacts": entries,
@@ -181,6 +183,43 @@ def compress(
         }
         write_manifest(tmp, manifest)
     return Bundle.open(output)
+
+
+PROFILE_OUTPUT_SAMPLES = 1000  # calibration samples (at most) the FP32 reference answers for the output profile
+
+
+def _calibration_profile(onnx_path: Path, spec: InputSpec, calib: Any, head: Any) -> dict[str, Any]:
+    """What a device compares its inputs and answers with (``edgeship serve --monitor``): the input profile of the
+    calibration set and, for a classifier, the FP32 reference's top-1 confidence histogram and class mix on (at most
+    ``PROFILE_OUTPUT_SAMPLES`` of) it."""
+    from ..bundle.selftest import _reference_runtime
+    from ..calibration import input_profile
+    from ..tasks.postprocess import confidences, output_profile
+
+    batch = np.ascontiguousarray(calib.as_batch(), dtype=spec.dtype)
+    profile: dict[str, Any] = {"input": {**input_profile(batch, spec), "source": f"calibration set ({calib.source})"},
+                               "output": None}
+    if head is not None:  # a detector's answers are judged on the device without a recorded reference
+        return profile
+    try:
+        runtime, _ = _reference_runtime(onnx_path, spec)
+    except ConfigError:
+        return profile
+    sample = batch[:PROFILE_OUTPUT_SAMPLES]
+    step = spec.shape[0] or 16  # a fixed batch runs whole batches only
+    usable = len(sample) - len(sample) % step
+    if not usable:
+        runtime.close()
+        return profile
+    with runtime:
+        outputs = [runtime.run(sample[i: i + step]) for i in range(0, usable, step)]
+    first = next(iter(outputs[0]))
+    merged = {first: np.concatenate([o[first] for o in outputs])}
+    if merged[first].ndim != 2 or merged[first].shape[1] < 2:  # not class scores
+        return profile
+    confidence, classes = confidences(merged, None)
+    profile["output"] = output_profile(confidence, classes, merged[first].shape[1])
+    return profile
 
 
 def _selftest(tmp: Path, spec: InputSpec, entries: list[dict[str, Any]], source_files: dict[str, str], head: Any,

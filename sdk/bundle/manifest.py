@@ -113,6 +113,13 @@ class Manifest(dict):
         return self.get("calibration")
 
     @property
+    def calibration_profile(self) -> dict[str, Any] | None:
+        """What the device's monitor compares with: ``{"input": per-channel statistics, "output": a classifier's
+        confidence histogram and class mix, or None}`` of the calibration set; None in bundles without one."""
+        calibration = self.get("calibration") or {}
+        return calibration.get("profile")
+
+    @property
     def release(self) -> tuple[str, int] | None:
         """(model name, release number) set by ``pack --release``; None when unnumbered (:func:`release_of`)."""
         return release_of(self)

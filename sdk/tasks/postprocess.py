@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputValidationError
 
-__all__ = ["Postprocess", "detection_results", "read_labels"]
+__all__ = ["CONFIDENCE_BINS", "Postprocess", "confidences", "detection_results", "output_profile", "read_labels"]
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,9 @@ class Postprocess:
         entry = manifest.get("postprocess")
         return None if entry is None else cls.from_dict(entry)
 
-    def apply(self, outputs: Mapping[str, np.ndarray], labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Per image: ``{"top_k": [{"index", "label", "score"}, ...]}``, best first.
-
-        ``label`` is None where the manifest has no labels; ``score`` is a probability with softmax,
-        else the raw output value.
-        """
+    def scores(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The class scores (batch, classes) this postprocessing reads: the named output (or the only one),
+        softmaxed when ``softmax``."""
         if self.output is not None:
             if self.output not in outputs:
                 raise ConfigError(f"postprocess reads output {self.output!r}, but the model has {sorted(outputs)}")
@@ -80,12 +77,21 @@ class Postprocess:
             scores = scores.reshape(scores.shape[0], -1) if all(d == 1 for d in scores.shape[2:]) else scores
         if scores.ndim != 2:
             raise InputValidationError(f"classification expects outputs of shape (batch, classes), got {scores.shape}")
-        classes = scores.shape[1]
-        if labels is not None and len(labels) != classes:
-            raise ConfigError(f"the manifest has {len(labels)} labels but the model outputs {classes} classes")
         if self.softmax:
             shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores = shifted / shifted.sum(axis=1, keepdims=True)
+        return scores
+
+    def apply(self, outputs: Mapping[str, np.ndarray], labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Per image: ``{"top_k": [{"index", "label", "score"}, ...]}``, best first.
+
+        ``label`` is None where the manifest has no labels; ``score`` is a probability with softmax,
+        else the raw output value.
+        """
+        scores = self.scores(outputs)
+        classes = scores.shape[1]
+        if labels is not None and len(labels) != classes:
+            raise ConfigError(f"the manifest has {len(labels)} labels but the model outputs {classes} classes")
         k = min(self.top_k, classes)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [
@@ -93,6 +99,27 @@ class Postprocess:
                         "score": float(row[i])} for i in idx]}
             for row, idx in zip(scores, order)
         ]
+
+
+CONFIDENCE_BINS = 10  # top-1 confidence histograms: 10 equal bins of [0, 1]
+
+
+def confidences(outputs: Mapping[str, np.ndarray], postprocess: Postprocess | None) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 confidence, top-1 class) per sample of a classifier's outputs: probabilities as the manifest's
+    postprocessing makes them; without one, the first output softmaxed (unless its rows already are probabilities)."""
+    if postprocess is None:
+        first = np.asarray(next(iter(outputs.values())), dtype=np.float64)
+        already = first.ndim == 2 and first.min() >= 0 and np.allclose(first.sum(1), 1.0, atol=1e-3)
+        postprocess = Postprocess(softmax=not already, output=next(iter(outputs)))
+    scores = postprocess.scores(outputs)
+    return scores.max(axis=1), scores.argmax(axis=1)
+
+
+def output_profile(confidence: np.ndarray, classes: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """A classifier's answers as statistics: the top-1 confidence histogram and the class mix (counts)."""
+    bins = np.clip((np.asarray(confidence) * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
+    return {"samples": int(len(confidence)), "confidence": np.bincount(bins, minlength=CONFIDENCE_BINS).tolist(),
+            "classes": np.bincount(np.asarray(classes, dtype=np.int64), minlength=n_classes).tolist()}
 
 
 def detection_results(detections: Sequence[Mapping[str, np.ndarray]],
