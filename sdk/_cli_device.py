@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -126,9 +127,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     limits = ServeLimits(workers=args.workers, max_queue=args.max_queue, max_body=int(args.max_body_mb * (1 << 20)),
                          max_uploads=args.max_uploads, max_connections=args.max_connections,
                          header_timeout=args.header_timeout)
+    monitor, capture = _monitoring(args, degrade_health=args.degrade_health)
     serve(args.path, args.host, args.port, target=args.target, precision=args.precision, limits=limits,
-          api_key=api_key, public_key=args.verify, verbose=args.verbose, **options)
+          api_key=api_key, public_key=args.verify, verbose=args.verbose, monitor=monitor, capture=capture, **options)
     return 0
+
+
+def _monitoring(args: argparse.Namespace, degrade_health: bool = False) -> tuple[Any, Any]:
+    """(MonitorConfig or None, CaptureStore or None) from the monitor flags; any of them turns monitoring on."""
+    wanted = args.monitor or args.capture or args.shadow_rate is not None or degrade_health
+    if not wanted:
+        return None, None
+    from .device.captures import CaptureStore
+    from .device.monitor import MonitorConfig
+
+    config = MonitorConfig(window=args.monitor_window, min_frames=min(30, args.monitor_window),
+                           shadow_rate=args.shadow_rate or 0.0, shadow_budget=args.shadow_budget,
+                           cost_budget=args.monitor_cost, degrade_health=degrade_health)
+    capture = None
+    if args.capture:
+        capture = CaptureStore(args.capture, max_bytes=int(args.capture_max_mb * (1 << 20)),
+                               max_per_minute=args.capture_per_minute)
+    return config, capture
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
@@ -137,9 +157,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from .device.stream import run_stream
 
     options = {"threads": args.threads} if args.threads else {}
+    monitor, capture = _monitoring(args)
     stats = run_stream(args.path, args.source, args.out, target=args.target, precision=args.precision,
                        public_key=args.verify, max_frames=args.max_frames, live=True if args.live else None,
-                       max_reconnects=args.max_reconnects, **options)
+                       max_reconnects=args.max_reconnects, monitor=monitor, capture=capture, **options)
     print(json.dumps(stats.to_dict()), file=sys.stderr)
     if stats.ended == "disconnected":
         print(f"edgeship stream: error: the source was lost after {stats.reconnects} reconnect attempts",

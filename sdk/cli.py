@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key-file", default=None, help="require this API key (default $EDGESHIP_API_KEY, if set)")
     sv.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")
     sv.add_argument("--verbose", action="store_true", help="log every request")
+    _monitor_arguments(sv)
+    sv.add_argument("--degrade-health", action="store_true",
+                    help="/healthz answers 503 'degraded' while the shadow agreement alert holds")
     sv.set_defaults(func=_cmd_serve)
 
     st = sub.add_parser("stream", help="run a bundle over a video file, RTSP/HTTP URL or camera; JSON lines out")
@@ -302,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--live", action="store_true", help="treat a file as live: newest frame only, reopen at its end")
     st.add_argument("--max-reconnects", type=int, default=10, help="reconnect attempts for a live source")
     st.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")
+    _monitor_arguments(st)
     st.set_defaults(func=_cmd_stream)
     cal = sub.add_parser("calib", help="calibration data: check a folder or video (and drift against another)")
     cal_sub = cal.add_subparsers(dest="calib_command", required=True)
@@ -321,6 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--every", type=int, default=None, help="videos: every N-th frame is a candidate (default all)")
     cc.set_defaults(func=_cmd_calib)
     return parser
+
+
+def _monitor_arguments(p: argparse.ArgumentParser) -> None:
+    """The monitor's flags, shared by serve and stream (edgeship.device.monitor.MonitorConfig)."""
+    g = p.add_argument_group("monitoring (drift from the calibration record, shadow FP32 agreement, captures)")
+    g.add_argument("--monitor", action="store_true", help="watch inputs and answers (implied by the flags below)")
+    g.add_argument("--monitor-window", type=int, default=300, help="frames in the drift window (default 300)")
+    g.add_argument("--monitor-cost", type=float, default=0.03,
+                   help="the monitor's time at most this fraction of the model's (default 0.03; 1: every frame)")
+    g.add_argument("--shadow-rate", type=float, default=None,
+                   help="fraction of calls the FP32 artifact also runs on, for live INT8-vs-FP32 agreement")
+    g.add_argument("--shadow-budget", type=float, default=0.25,
+                   help="shadow time at most this fraction of serving time (default 0.25)")
+    g.add_argument("--capture", default=None, help="save hard examples (PNG + JSON sidecar) into this folder")
+    g.add_argument("--capture-max-mb", type=float, default=500, help="capture folder cap, oldest removed first")
+    g.add_argument("--capture-per-minute", type=float, default=60, help="captures saved per minute at most")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

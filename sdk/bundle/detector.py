@@ -36,20 +36,25 @@ class Detector:
 
     def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> list[dict[str, np.ndarray]]:
         """Detect in raw images (each H x W x C uint8, any size)."""
+        return self.detect(images)[0]
+
+    def detect(self, images: Sequence[np.ndarray] | np.ndarray) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+        """(detections per image, as ``__call__``; the model-ready batch the model ran on them, in order)."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
-        results = []
+        results, batches = [], []
         fixed_batch = self.runtime.inputs[0].shape[0]
         step = 1 if self.head.family == "graph" else (fixed_batch or 8)
         for start in range(0, len(images), step):
             chunk = list(images[start : start + step])
             batch = np.concatenate([self.spec.apply_preprocess(img) for img in chunk])
             outputs = self.runtime.run(batch)
+            batches.append(batch)
             dets = postprocess([outputs[name] for name in self.head.outputs], self.head)
             for image, det in zip(chunk, dets):
                 det["boxes"] = to_source_boxes(det["boxes"], image.shape[:2], self.spec)
                 results.append(det)
-        return results
+        return results, np.concatenate(batches) if batches else np.empty((0,))
 
     def close(self) -> None:
         self.runtime.close()

@@ -12,7 +12,9 @@ the device sees the pixels calibration saw.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from ..spec import InputSpec
     from ..targets.base import Runtime
 
-__all__ = ["Predictor", "fit_image"]
+__all__ = ["Inference", "Predictor", "fit_image"]
 
 
 def fit_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -43,6 +45,18 @@ def fit_image(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     if height is None or width is None or tuple(image.shape[:2]) == (height, width):
         return image
     return resize_bilinear(image, height, width)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One call's reply and what the model saw and said: ``batch`` (model-ready, as run), ``outputs`` (raw, a
+    classifier's) or ``detections`` (a detector's, in the images' pixels), and the seconds it took."""
+
+    reply: dict[str, Any]
+    batch: np.ndarray
+    outputs: dict[str, np.ndarray] | None
+    detections: list[dict[str, np.ndarray]] | None
+    seconds: float
 
 
 class Predictor:
@@ -70,23 +84,37 @@ class Predictor:
         ``{"results": [one per image]}``, or ``{"outputs": {name: nested list}}`` when the manifest records
         no postprocessing. ``fit``: resize each image to the spec first (:meth:`fit`); False takes them as
         they are."""
+        return self.infer(images, fit=fit).reply
+
+    def predict_tensors(self, x: np.ndarray) -> dict[str, Any]:
+        """Model-ready tensors (already preprocessed, with the batch axis) -> the reply of :meth:`predict`."""
+        return self.infer_tensors(x).reply
+
+    def infer(self, images: Sequence[np.ndarray] | np.ndarray, *, fit: bool = True) -> Inference:
+        """:meth:`predict`, keeping what a monitor looks at: the model-ready batch and the raw outputs."""
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = images[None]
         if fit:
             fitted = [self.fit(image) for image in images]
             if not all(a is b for a, b in zip(fitted, images)):
                 images = np.stack(fitted)
+        start = time.perf_counter()
         if self.detector is not None:
-            return {"results": detection_results(self.detector(list(images)), self.labels)}
-        batch = images if isinstance(images, np.ndarray) else np.stack(images)
-        return self._reply(self.runtime.run(batch, preprocess=True))
+            detections, batch = self.detector.detect(list(images))
+            return Inference({"results": detection_results(detections, self.labels)}, batch, None, detections,
+                             time.perf_counter() - start)
+        batch = self.runtime.preprocess(images if isinstance(images, np.ndarray) else np.stack(images))
+        outputs = self.runtime.run(batch)
+        return Inference(self._reply(outputs), batch, outputs, None, time.perf_counter() - start)
 
-    def predict_tensors(self, x: np.ndarray) -> dict[str, Any]:
-        """Model-ready tensors (already preprocessed, with the batch axis) -> the reply of :meth:`predict`."""
+    def infer_tensors(self, x: np.ndarray) -> Inference:
+        """:meth:`predict_tensors`, keeping the batch and the raw outputs (see :meth:`infer`)."""
         if self.detector is not None:
             raise InputValidationError("a detection bundle takes raw images (use predict), so that its boxes come "
                                        "back in the image's own pixels")
-        return self._reply(self.runtime.run(x))
+        start = time.perf_counter()
+        outputs = self.runtime.run(x)
+        return Inference(self._reply(outputs), x, outputs, None, time.perf_counter() - start)
 
     def _reply(self, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         if self.postprocess is not None:

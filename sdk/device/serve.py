@@ -11,7 +11,10 @@ Endpoints::
                           pixels), "score", "index", "label"}]}]}; it takes raw images only
     GET  /healthz      liveness and the version that serves
     GET  /v1/model     the manifest, the version, target and precision, the self-test's verdict
-    GET  /metrics      Prometheus text: requests, predict latency histogram, queue depth
+    GET  /metrics      Prometheus text: requests, predict latency histogram, queue depth (and, monitored, the
+                       drift, shadow-agreement and capture gauges)
+    GET  /v1/monitor   with ``monitor=MonitorConfig(...)`` (``--monitor``): drift from the calibration record, live
+                       INT8-vs-FP32 agreement, captures (:class:`edgeship.device.monitor.Monitor`); 404 without
 
 Load is bounded (:class:`ServeLimits`): at most ``workers`` inferences run and ``workers + max_queue``
 requests are admitted (reading their body, waiting or running); a request beyond that gets 429 with
@@ -57,7 +60,7 @@ __all__ = ["ModelServer", "ServeLimits", "decode_body", "serve"]
 
 API_KEY_ENV = "EDGESHIP_API_KEY"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics")
+_PATHS = ("/v1/predict", "/healthz", "/v1/model", "/metrics", "/v1/monitor")
 from ..preprocess import MAX_IMAGE_PIXELS as _MAX_IMAGE_PIXELS  # one cap for files and requests
 from ._http import header_deadline_protocol
 from .limits import ServeLimits
@@ -146,8 +149,9 @@ class _Loaded:
     """One version's runtimes (a pool of ``workers``), each with its Predictor (what the outputs mean)."""
 
     def __init__(self, bundle: Bundle, workers: int, target: str | None, precision: str | None,
-                 options: dict[str, Any], choice: Any = None) -> None:
+                 options: dict[str, Any], choice: Any = None, monitor: Any = None, capture: Any = None) -> None:
         self.bundle = bundle
+        self.monitor: Any = None
         self.choice = choice  # the self-test's verdict and why this variant (edgeship.bundle.selftest.Choice)
         self._idle: list[Any] = []
         self._cond = threading.Condition()
@@ -165,6 +169,16 @@ class _Loaded:
         self._idle.extend(runtimes)
         self.target, self.precision = runtimes[0].target, runtimes[0].precision
         self.version = bundle.path.name
+        if monitor is not None:
+            from .monitor import Monitor
+
+            try:
+                self.monitor = Monitor(bundle, monitor, target=self.target, precision=self.precision, capture=capture,
+                                       asynchronous=True, **options)
+            except BaseException:
+                for rt in runtimes:
+                    rt.close()
+                raise
 
     def acquire(self) -> Any | None:
         """An idle runtime, waiting for one if all are busy; None once this version is retired (reloaded)."""
@@ -189,6 +203,8 @@ class _Loaded:
                 rt.close()
             self._idle.clear()
             self._cond.notify_all()
+        if self.monitor is not None:
+            self.monitor.close()
 
 
 class _Metrics:
@@ -251,6 +267,8 @@ class _Metrics:
                                  labels=["version", "target", "precision"])
         info.add_metric([str(model.version), str(model.target), str(model.precision)], 1)
         families.append(info)
+        if model.monitor is not None:
+            families.extend(model.monitor.metric_families())
 
         class _Snapshot:
             def collect(self):  # noqa: ANN202 - prometheus_client's collector protocol
@@ -274,10 +292,13 @@ class ModelServer:
 
     def __init__(self, path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, *,
                  target: str | None = None, precision: str | None = None, limits: ServeLimits | None = None,
-                 api_key: str | None = None, public_key: Any = None, verbose: bool = False, **options: Any) -> None:
+                 api_key: str | None = None, public_key: Any = None, verbose: bool = False,
+                 monitor: Any = None, capture: Any = None, **options: Any) -> None:
         """``limits`` (default ``ServeLimits()``): workers, queue, body, upload and connection limits.
         ``public_key`` (default ``$EDGESHIP_PUBLIC_KEY``): every version served, reloads included, must be
-        signed with it. ``options`` go to the target (e.g. ``threads``)."""
+        signed with it. ``monitor``: a :class:`edgeship.device.monitor.MonitorConfig` to watch every version
+        served (``GET /v1/monitor``); ``capture``: a capture folder or CaptureStore for its hard examples.
+        ``options`` go to the target (e.g. ``threads``)."""
         misplaced = sorted(set(options) & {f.name for f in fields(ServeLimits)})
         if misplaced:  # would otherwise reach the target as runtime options
             raise ConfigError(f"{', '.join(misplaced)} {'is a limit' if len(misplaced) == 1 else 'are limits'}: "
@@ -295,6 +316,18 @@ class ModelServer:
                               "or none (no authentication)")
         self.api_key = api_key
         self.verbose = verbose
+        if capture is not None and monitor is None:
+            raise ConfigError("capture needs monitor: the monitor decides which requests are hard examples")
+        if monitor is not None:
+            from .captures import CaptureStore
+            from .monitor import MonitorConfig
+
+            if not isinstance(monitor, MonitorConfig):
+                raise ConfigError(f"monitor must be a MonitorConfig, got {type(monitor).__name__}")
+            if capture is not None and not isinstance(capture, CaptureStore):
+                capture = CaptureStore(capture)
+        self._monitoring = (monitor, capture)
+        self._requests = 0
         self._load_args = (target, precision, options)
         self._public_key = public_key
         self.metrics = _Metrics()
@@ -333,7 +366,8 @@ class ModelServer:
         bundle = Bundle.open(path, public_key=configured_public_key(self._public_key))
         # the self-test before it serves: SelfTestError for a failing artifact (a reload keeps the old one)
         choice = device_variant(bundle, target, precision or "auto", install_root=self.install_root, **options)
-        return _Loaded(bundle, self.limits.workers, choice.target, choice.precision, options, choice)
+        monitor, capture = self._monitoring
+        return _Loaded(bundle, self.limits.workers, choice.target, choice.precision, options, choice, monitor, capture)
 
     def current_model(self) -> _Loaded:
         """The loaded version, reloaded first if an install root's ``current`` moved since (blocking: call it
@@ -399,12 +433,18 @@ class ModelServer:
                 raise _HTTPError(400, "a detection bundle takes raw images (image/png, image/jpeg, or a uint8 "
                                       ".npy) so that its boxes come back in the image's own pixels")
             # image files are fitted to the spec's size; arrays are taken as they are (a wrong shape is an error)
-            answer = predictor.predict(x, fit=image) if raw else predictor.predict_tensors(x)
+            inference = predictor.infer(x, fit=image) if raw else predictor.infer_tensors(x)
         finally:
             with self.metrics.lock:
                 self.metrics.running -= 1
+                self._requests += 1
+                request_id = self._requests
             model.release(rt)
-        return {"version": model.version, "target": model.target, "precision": model.precision, **answer}
+        if model.monitor is not None:  # raw images are what a capture keeps; tensors are watched, not captured
+            images = list(x) if raw and x.ndim == 4 else None
+            for event in model.monitor.observe(inference, images, {"request": request_id}):
+                print(f"edgeship serve: monitor: {event['message']}", file=sys.stderr, flush=True)
+        return {"version": model.version, "target": model.target, "precision": model.precision, **inference.reply}
 
     # -- the ASGI application ----------------------------------------------------------------------
     def _build_app(self) -> Any:
@@ -450,8 +490,10 @@ class ModelServer:
         try:
             if path == "/healthz" and method == "GET":
                 model = await self._current()
-                return self._answer(path, 200, {"status": "ok", "version": model.version, "target": model.target,
-                                                "precision": model.precision})
+                status, why = model.monitor.health() if model.monitor is not None else ("ok", [])
+                doc = {"status": status, "version": model.version, "target": model.target,
+                       "precision": model.precision}
+                return self._answer(path, 200 if status == "ok" else 503, {**doc, "why": why} if why else doc)
             expected = "POST" if path == "/v1/predict" else "GET"
             if method != expected:
                 raise _HTTPError(405, f"{path} takes {expected}, got {method}", {"Allow": expected})
@@ -462,6 +504,12 @@ class ModelServer:
                 text = self.metrics.render(await self._current())
                 self.metrics.count(path, 200)
                 return Response(text.encode("utf-8"), 200, media_type="text/plain; version=0.0.4")
+            if path == "/v1/monitor":
+                model = await self._current()
+                if model.monitor is None:
+                    raise _HTTPError(404, "monitoring is off: start the server with --monitor "
+                                          "(ModelServer(..., monitor=MonitorConfig()))")
+                return self._answer(path, 200, model.monitor.snapshot())
             if path == "/v1/model":
                 model = await self._current()
                 return self._answer(path, 200, {"version": model.version, "target": model.target,

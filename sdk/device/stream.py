@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -35,6 +35,10 @@ from ..bundle.folder import Bundle
 from ..bundle.predictor import Predictor
 from ..bundle.signing import configured_public_key
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .captures import CaptureStore
+    from .monitor import MonitorConfig
 
 __all__ = ["StreamStats", "run_stream"]
 
@@ -50,9 +54,13 @@ class StreamStats:
     dropped: int = 0
     reconnects: int = 0
     ended: str = "end of stream"  # or "max frames", "disconnected"
+    monitor: dict[str, Any] | None = None  # the monitor's snapshot at the end, when the run was monitored
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["monitor"] is None:
+            data.pop("monitor")
+        return data
 
 
 def _parse_source(source: str | int) -> tuple[str | int, bool]:
@@ -168,6 +176,7 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
                target: str | None = None, precision: str | None = None, public_key: Any = None,
                max_frames: int | None = None, live: bool | None = None, max_reconnects: int = 10,
                backoff: float = 0.5, on_result: Callable[[dict[str, Any]], None] | None = None,
+               monitor: "MonitorConfig | None" = None, capture: "str | os.PathLike | CaptureStore | None" = None,
                **options: Any) -> StreamStats:
     """Run the bundle (or install root's current version) at ``path`` over ``source``; write JSON lines to ``out``.
 
@@ -180,6 +189,10 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
             (doubled per attempt, at most 30 s).
         public_key: the bundle must be signed with this key (default ``$EDGESHIP_PUBLIC_KEY``).
         on_result: called with each line's dict as well.
+        monitor: watch the run (:class:`edgeship.device.monitor.Monitor`: drift from the calibration record,
+            shadow FP32 agreement, captures); a threshold crossed is a line of its own, ``{"event": "drift" |
+            "shadow-alert" | "shadow-ok", "frame", "message", ...}``, and the end snapshot is ``StreamStats.monitor``.
+        capture: a capture folder (or a CaptureStore) for the monitor's hard examples (needs ``monitor``).
     """
     cv2 = require("cv2", "video streams")
     if max_frames is not None and max_frames < 1:
@@ -193,14 +206,23 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
         probe.release()
         if not ok:
             raise ConfigError(f"OpenCV cannot open video file {opened!r} (not a video, or a codec it lacks)")
+    if capture is not None and monitor is None:
+        raise ConfigError("capture needs monitor: the monitor decides which frames are hard examples")
     bundle = Bundle.open(path, public_key=configured_public_key(public_key))
     stats = StreamStats()
     own = not hasattr(out, "write")
     sink: IO[str] = (sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")) if own else out  # type: ignore[assignment]
     reader = _Reader(cv2, opened, is_live, max_reconnects, backoff, stats)
+    watcher = None
     try:
         with bundle.load(target, precision, **options) as rt:
             predictor = Predictor(bundle, rt)
+            if monitor is not None:
+                from .captures import CaptureStore
+                from .monitor import Monitor
+
+                store = capture if capture is None or isinstance(capture, CaptureStore) else CaptureStore(capture)
+                watcher = Monitor(bundle, monitor, target=rt.target, precision=rt.precision, capture=store, **options)
             reader.start()
             while True:
                 item = reader.take()
@@ -208,8 +230,12 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
                     break
                 index, stamp, frame = item
                 raw = _frame_to_raw(cv2, frame, bundle.spec)
-                line: dict[str, Any] = {"frame": index, "timestamp": round(stamp, 6), **predictor.predict([raw])}
+                inference = predictor.infer([raw])
+                line: dict[str, Any] = {"frame": index, "timestamp": round(stamp, 6), **inference.reply}
                 sink.write(json.dumps(line) + "\n")
+                if watcher is not None:
+                    for event in watcher.observe(inference, [raw], {"frame": index, "timestamp": round(stamp, 6)}):
+                        sink.write(json.dumps({**event, "frame": index}) + "\n")
                 sink.flush()
                 stats.processed += 1
                 if on_result is not None:
@@ -220,6 +246,9 @@ def run_stream(path: str | os.PathLike, source: str | int, out: str | os.PathLik
     finally:
         reader.stop()
         reader.join(timeout=5)
+        if watcher is not None:
+            watcher.close()
+            stats.monitor = watcher.snapshot()
         if own and sink is not sys.stdout:
             sink.close()
     if reader.slot is not None:  # read but never processed (the run stopped at max_frames)
