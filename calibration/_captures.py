@@ -72,11 +72,19 @@ class Capture:
 
 
 def is_captures(path: str | os.PathLike) -> bool:
-    """True for a capture folder (holds ``<name>.json`` sidecars) or a captures pack (``.tar.gz`` / ``.tgz``)."""
+    """True for a capture folder (holds ``<name>.json`` sidecars) or a captures pack (a ``.tar.gz`` opening with
+    ``index.json``; a bundle archive is not one)."""
     p = Path(path)
     if p.is_dir():
         return any(NAME.match(f.stem) for f in p.glob("*.json"))
-    return p.is_file() and p.name.lower().endswith((".tar.gz", ".tgz"))
+    if not (p.is_file() and p.name.lower().endswith((".tar.gz", ".tgz"))):
+        return False
+    try:  # a pack's index is its first member (a bundle archive's is not)
+        with tarfile.open(p, "r:gz") as tar:
+            first = tar.next()
+    except (tarfile.TarError, OSError, EOFError):
+        return True  # a damaged pack: reading it says what is wrong
+    return first is not None and first.name == INDEX_FILE
 
 
 def read_captures(source: str | os.PathLike, *, reasons: Sequence[str] | None = None,

@@ -132,3 +132,39 @@ def _option_product(parsed: dict[str, dict[str, list[Any]]]) -> dict[str, tuple[
 
     return {target: tuple(dict(zip(opts, combo)) for combo in itertools.product(*opts.values()))
             for target, opts in parsed.items()}
+
+
+def _calibration_data(path: str, spec: Any, size: int, raw: bool) -> Any:
+    """``--calib``: a device's captures (folder or pack) or a folder of images — decoded and preprocessed as the
+    spec says — else an .npy / .npz array."""
+    from pathlib import Path
+
+    from .calibration import from_captures, from_folder, is_captures
+
+    if is_captures(path):
+        _no_raw(raw, path)
+        return from_captures(path, spec, size=size)
+    if Path(path).is_dir():
+        _no_raw(raw, path)
+        return from_folder(path, spec, size=size)
+    return _load_array_file(path, "calibration")[0]
+
+
+def _validation_data(path: str, spec: Any, raw: bool, flag: str = "--val") -> tuple[np.ndarray, np.ndarray]:
+    """``--val``: the labelled captures of a folder or pack (preprocessed as the spec says), else an .npz with 'x'
+    and 'y'."""
+    from .calibration import captures_validation, is_captures
+
+    if is_captures(path):
+        _no_raw(raw, path)
+        return captures_validation(path, spec)
+    x, y = _load_array_file(path, "validation")
+    if y is None:
+        raise ConfigError(f"{flag} {path} must be an .npz holding inputs 'x' and labels 'y' (or labelled captures)")
+    return x, y
+
+
+def _no_raw(raw: bool, path: str) -> None:
+    if raw:
+        raise ConfigError(f"{path} holds images that edgeship decodes and preprocesses itself; --raw-calib is for raw "
+                          "arrays (it would preprocess them twice): drop it, and give raw arrays as .npy/.npz only")

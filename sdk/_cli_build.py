@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._cli_args import (
+    _calibration_data,
     _floats,
     _load_array_file,
     _load_model,
@@ -16,6 +19,7 @@ from ._cli_args import (
     _runtime_options,
     _shape,
     _single_options,
+    _validation_data,
 )
 from .errors import ConfigError
 from .executor import Executor
@@ -28,13 +32,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
     pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
     spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
-    calib = _load_array_file(args.calib, "calibration")[0] if args.calib else None
-    validation = None
-    if args.val:
-        x_val, y_val = _load_array_file(args.val, "validation")
-        if y_val is None:
-            raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
-        validation = (x_val, y_val)
+    recipe = _recipe(args)
+    calib = _calibration_data(args.calib, spec, recipe.calibration_size, args.raw_calib) if args.calib else None
+    validation = _validation_data(args.val, spec, args.raw_calib) if args.val else None
     bundle = compress(
         _load_model(args.model),
         validation=validation,
@@ -43,7 +43,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         preprocess_calibration=args.raw_calib,
         targets=args.targets.split(","),
         precision=args.precision.split(","),
-        recipe=_recipe(args),
+        recipe=recipe,
         output=args.output,
     )
     print(f"wrote {bundle.path}: {', '.join(f'{t} {p}' for t, p in bundle.variants)}")
@@ -66,7 +66,7 @@ def _bench_bundles(args: argparse.Namespace) -> int:
     from ._lazy import is_installed
     from .benchmarks import benchmark
 
-    x, y = _load_array_file(args.data, "data")
+    x, y, preprocess = _bench_data(args.data, args.bundles, args.preprocess)
     try:
         report = benchmark(
             args.bundles,
@@ -75,7 +75,7 @@ def _bench_bundles(args: argparse.Namespace) -> int:
             measure=Measurement(runs=args.runs, warmup=args.warmup, batch_size=args.batch_size, streams=args.streams,
                                 ci_resamples=args.ci_resamples, threads=args.threads,
                                 options=_single_options(args.option)),
-            preprocess=args.preprocess,
+            preprocess=preprocess,
             targets=args.targets.split(",") if args.targets else None,
             budget_pts=args.budget,
             agreement_threshold=args.flag_agreement,
@@ -92,6 +92,32 @@ def _bench_bundles(args: argparse.Namespace) -> int:
         html = is_installed("jinja2") and is_installed("matplotlib")
         print(f"report saved to {args.report}" + ("" if html else " (no report.html: pip install \"edgeship[report]\")"))
     return 0
+
+
+def _bench_data(data: str, bundles: list[str], preprocess: bool) -> tuple[Any, Any, bool]:
+    """``bench --data``: (x, y or None, preprocess); captures are preprocessed with the bundles' own spec (labelled
+    ones: accuracy; none labelled: every capture, for agreement with the reference and latency)."""
+    from .calibration import captures_validation, from_captures, is_captures, read_captures
+
+    if not is_captures(data):
+        x, y = _load_array_file(data, "data")
+        return x, y, preprocess
+    from .bundle import open_bundle
+
+    specs = {json.dumps(open_bundle(b).manifest.input_spec, sort_keys=True) for b in bundles}
+    if len(specs) > 1:
+        raise ConfigError("captures are preprocessed as the bundles' manifests say, and these bundles preprocess "
+                          "differently; bench them one at a time")
+    first = open_bundle(bundles[0])
+    spec = first.spec
+    if any(c.label is not None for c in read_captures(data)):
+        x, y = captures_validation(data, spec, classes=first.manifest.labels)
+        print(f"{data}: {len(y)} labelled captures", file=sys.stderr)
+        return x, y, False
+    calib = from_captures(data, spec, size=1 << 30)
+    print(f"{data}: {len(calib)} captures, none labelled: agreement with the reference and latency only",
+          file=sys.stderr)
+    return calib.as_batch(), None, False
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:
@@ -150,15 +176,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     pre = Preprocess(scale=args.scale, mean=args.mean, std=args.std, reverse_channels=args.bgr_to_rgb)
     spec = InputSpec(shape=_shape(args.shape), name=args.input_name, layout=args.layout, preprocess=pre)
-    if Path(args.calib).is_dir():  # a folder of images: decoded and preprocessed as the spec says
-        from .calibration import from_folder
-
-        calib = from_folder(args.calib, spec, size=args.calibration_size)
-    else:
-        calib = _load_array_file(args.calib, "calibration")[0]
-    x_val, y_val = _load_array_file(args.val, "validation")
-    if y_val is None:
-        raise ConfigError(f"--val {args.val} must be an .npz holding inputs 'x' and labels 'y'")
+    calib = _calibration_data(args.calib, spec, args.calibration_size, args.raw_calib)
+    x_val, y_val = _validation_data(args.val, spec, args.raw_calib)
     space = SearchSpace(prune_ratios=_floats(args.prune_ratios), precisions=tuple(args.precisions.split(",")),
                         threads=tuple(None if t in ("default", "auto") else int(t) for t in args.threads.split(",")),
                         options=_option_product(_runtime_options(args.option)),
@@ -207,29 +226,50 @@ def _cmd_calib(args: argparse.Namespace) -> int:
     import dataclasses
     import warnings
 
-    from .calibration import CalibrationWarning, check, from_folder, from_video
+    from .calibration import CalibrationWarning, check, from_captures, from_folder, from_video, is_captures
     from .spec import InputSpec, Preprocess
 
     preset = {"imagenet": Preprocess.imagenet, "letterbox": Preprocess.letterbox, "raw": Preprocess.raw}[args.preset]()
     if args.resize:
         preset = dataclasses.replace(preset, resize=args.resize)
     spec = InputSpec(shape=_shape(args.shape), layout=args.layout, preprocess=preset)
+    profile = _bundle_profile(args.against) if args.against else None
+    if profile is not None:  # the bundle says how its inputs are preprocessed
+        spec, profile = profile
 
     def open_source(path: str):
         p = Path(path)
         options = dict(size=args.size, select=args.select, seed=args.seed)
+        if is_captures(p):
+            return from_captures(p, spec, **options)
         if p.is_dir():
             return from_folder(p, spec, **options)
         if p.suffix.lower() in _CALIB_VIDEO_SUFFIXES:
             return from_video(p, spec, every=args.every, **options)
-        raise ConfigError(f"{path}: expected a folder of images or a video file ({', '.join(_CALIB_VIDEO_SUFFIXES)})")
+        raise ConfigError(f"{path}: expected a folder of images, a video file ({', '.join(_CALIB_VIDEO_SUFFIXES)}), "
+                          "or captures (a capture folder or pack)")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibrationWarning)
         calib = open_source(args.source)
-        against = open_source(args.against) if args.against else None
+        against = profile if profile is not None else open_source(args.against) if args.against else None
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     result = check(calib, against=against, spec=spec)
     print(result)
     return 0 if result.ok else 1
+
+
+def _bundle_profile(path: str) -> tuple[Any, dict[str, Any]] | None:
+    """(the bundle's InputSpec, its recorded input profile) when ``path`` is a bundle folder or install root."""
+    p = Path(path)
+    if not (p / "manifest.json").is_file() and not (p / "current").exists():
+        return None
+    from .bundle import open_bundle
+
+    bundle = open_bundle(p)
+    profile = bundle.manifest.calibration_profile
+    if not profile or not profile.get("input"):
+        raise ConfigError(f"{path} records no calibration profile (built before edgeship kept one); compare with "
+                          "its calibration images instead: --against FOLDER")
+    return bundle.spec, profile["input"]

@@ -167,3 +167,38 @@ def _cmd_stream(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_captures(args: argparse.Namespace) -> int:
+    """`captures list|pack|prune|verify`: the hard examples a device kept, on their way back to the build."""
+    import json
+    from collections import Counter
+
+    from .device import captures as store
+
+    if args.captures_command == "list":
+        rows = store.list_captures(args.source)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        for r in rows:
+            label = "-" if r["label"] is None else r["label"]
+            print(f"{r['name']}  {','.join(r['reasons']) or '-':<28} label {label!s:<6} bundle {r['bundle'] or '-'}")
+        reasons = Counter(reason for r in rows for reason in r["reasons"])
+        labelled = sum(r["label"] is not None for r in rows)
+        print(f"{len(rows)} captures ({labelled} labelled): " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+        return 0
+    if args.captures_command == "pack":
+        out = store.pack_captures(args.folder, args.output, sign_key=args.sign, reasons=args.reason)
+        print(f"wrote {out} ({out.stat().st_size} bytes{', signed' if args.sign else ''})")
+        return 0
+    if args.captures_command == "verify":
+        key = store.verify_pack(args.pack, args.key)
+        count = sum(1 for _ in store.read_captures(args.pack))  # every member against the signed index
+        print(f"{args.pack}: signed by key {key[:16]}; {count} captures match the signed index")
+        return 0
+    older = args.older_than_days * 86400.0 if args.older_than_days is not None else None
+    max_bytes = int(args.max_mb * (1 << 20)) if args.max_mb is not None else None
+    done = store.prune_captures(args.folder, max_bytes=max_bytes, older_than_s=older, reasons=args.reason)
+    print(f"removed {done['removed']} captures; {done['held']} left ({done['bytes']} bytes)")
+    return 0

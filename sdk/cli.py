@@ -14,7 +14,8 @@
     edgeship info /opt/models/line3              # variants, build self-test, this device's cached choice
     edgeship rollback --into /opt/models/line3
     edgeship serve /opt/models/line3 --port 8080
-    edgeship stream /opt/models/line3 --source video.mp4 --out results.jsonl
+    edgeship stream /opt/models/line3 --source video.mp4 --out results.jsonl --monitor --capture /var/lib/line3
+    edgeship captures pack /var/lib/line3 -o line3-captures.tar.gz --sign device.pem
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._cli_build import (
     _cmd_tune,
 )
 from ._cli_device import (
+    _cmd_captures,
     _cmd_info,
     _cmd_install,
     _cmd_keygen,
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compress", help="export/quantize/compile an ONNX model into a bundle")
     _add_model_input(c)
-    c.add_argument("--calib", help="calibration data: .npy (N, ...) or .npz with array 'x'")
+    c.add_argument("--calib", help="calibration data: .npy (N, ...), .npz with array 'x', a folder of images, or "
+                                   "captures (a capture folder or pack from `edgeship captures pack`)")
     c.add_argument("--raw-calib", action="store_true", help="calibration data are raw uint8 images; apply preprocessing")
     c.add_argument("--scale", type=float, default=1 / 255.0, help="preprocessing scale (raw images)")
     c.add_argument("--mean", type=_floats, default=None, help="preprocessing per-channel mean, e.g. 0.485,0.456,0.406")
@@ -98,14 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--distill", action="store_true", help="recover the pruned model by label-free distillation")
     c.add_argument("--max-drop", type=float, default=None,
                    help="INT8 accuracy budget in points of --metric on --val; layers return to FP until it holds")
-    c.add_argument("--val", default=None, help="validation .npz with 'x' and 'y' for --max-drop")
+    c.add_argument("--val", default=None, help="validation .npz with 'x' and 'y' for --max-drop, or labelled captures")
     c.add_argument("--metric", choices=["top1", "top5"], default=None, help="metric of --max-drop (default top1)")
     c.add_argument("-o", "--output", required=True, help="bundle folder to write")
     c.set_defaults(func=_cmd_compress)
 
     b = sub.add_parser("bench", help="measure accuracy and latency of bundles")
     b.add_argument("bundles", nargs="*", help="bundle folders")
-    b.add_argument("--data", help=".npz with 'x' (inputs) and 'y' (labels), or .npy inputs")
+    b.add_argument("--data", help=".npz with 'x' (inputs) and 'y' (labels), .npy inputs, or captures (labelled: "
+                                  "accuracy; else agreement and latency), preprocessed as the bundles say")
     b.add_argument("--metric", default="top1", help="top1, top5, or 'package.module:function' (predictions, labels) -> [0, 1]")
     b.add_argument("--runs", type=int, default=100)
     b.add_argument("--warmup", type=int, default=10)
@@ -165,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tn = sub.add_parser("tune", help="compile and measure candidate variants; keep the fastest within a budget")
     _add_model_input(tn)
-    tn.add_argument("--calib", required=True, help="calibration: .npy (N, ...), .npz with 'x', or a folder of images")
-    tn.add_argument("--val", required=True, help="validation .npz with inputs 'x' and labels 'y'")
+    tn.add_argument("--calib", required=True,
+                    help="calibration: .npy (N, ...), .npz with 'x', a folder of images, or captures (folder or pack)")
+    tn.add_argument("--val", required=True, help="validation .npz with inputs 'x' and labels 'y', or labelled captures")
     tn.add_argument("--raw-calib", action="store_true",
                     help="--calib/--val arrays are raw uint8 images; apply the preprocessing")
     tn.add_argument("--scale", type=float, default=1 / 255.0, help="preprocessing scale (raw images)")
@@ -307,11 +312,34 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--verify", default=None, help="Ed25519 public key (PEM) the bundle must be signed with")
     _monitor_arguments(st)
     st.set_defaults(func=_cmd_stream)
+    cap = sub.add_parser("captures", help="the hard examples a device kept: list, pack for the build, prune, verify")
+    cap_sub = cap.add_subparsers(dest="captures_command", required=True)
+    cl = cap_sub.add_parser("list", help="one line per capture: why it was kept, its label, the bundle")
+    cl.add_argument("source", help="a capture folder or pack")
+    cl.add_argument("--json", action="store_true", help="print JSON rows instead")
+    cp = cap_sub.add_parser("pack", help="a capture folder -> one .tar.gz (every member hashed in index.json)")
+    cp.add_argument("folder")
+    cp.add_argument("-o", "--output", required=True, help="the pack to write (.tar.gz)")
+    cp.add_argument("--sign", default=None, metavar="KEY", help="Ed25519 private key (PEM): sign the index (index.sig)")
+    cp.add_argument("--reason", action="append", default=None,
+                    help="only captures kept for this reason (repeatable): low-confidence, near-threshold, "
+                         "disagreement, drift")
+    cv = cap_sub.add_parser("verify", help="check a pack's signature and every member against its index")
+    cv.add_argument("pack")
+    cv.add_argument("--key", required=True, metavar="PUB", help="the device's Ed25519 public key (PEM)")
+    cr = cap_sub.add_parser("prune", help="remove captures from a folder")
+    cr.add_argument("folder")
+    cr.add_argument("--max-mb", type=float, default=None, help="remove the oldest until the folder holds at most this")
+    cr.add_argument("--older-than-days", type=float, default=None, help="remove captures older than this")
+    cr.add_argument("--reason", action="append", default=None, help="remove captures kept for this reason (repeatable)")
+    cap.set_defaults(func=_cmd_captures)
     cal = sub.add_parser("calib", help="calibration data: check a folder or video (and drift against another)")
     cal_sub = cal.add_subparsers(dest="calib_command", required=True)
     cc = cal_sub.add_parser("check", help="count, near-duplicates, value range and drift; exit 1 on errors")
-    cc.add_argument("source", help="a folder of images (recursive) or a video file")
-    cc.add_argument("--against", default=None, help="a validation/production folder or video to compare with")
+    cc.add_argument("source", help="a folder of images (recursive), a video file, or captures (folder or pack)")
+    cc.add_argument("--against", default=None,
+                    help="compare with: a validation/production folder, video or captures, or a bundle (folder or "
+                         "install root: its recorded calibration profile, and its own preprocessing)")
     cc.add_argument("--shape", default="?,3,224,224", help="model input shape (default ?,3,224,224)")
     cc.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"])
     cc.add_argument("--preset", default="imagenet", choices=["imagenet", "letterbox", "raw"],
