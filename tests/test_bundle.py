@@ -70,6 +70,8 @@ def test_manifest_calibration_summary(digits_bundle, digits_data):
     summary = dict(digits_bundle.manifest["calibration"])
     check = summary.pop("check")
     assert check["ok"] and check["count"] == 300  # the calibration check ran and its result is recorded
+    profile = summary.pop("profile")  # what the device's monitor compares with (tests/test_monitor.py)
+    assert profile["input"]["samples"] == 300 and profile["output"]["samples"] == 300
     again = collect(digits_data[0], demo.DIGITS_SPEC, size=300, seed=0, preprocess=True)
     assert summary == {
         "count": 300,

@@ -206,8 +206,8 @@ def _calibration_profile(onnx_path: Path, spec: InputSpec, calib: Any, head: Any
     except ConfigError:
         return profile
     sample = batch[:PROFILE_OUTPUT_SAMPLES]
-    step = spec.shape[0] or 16  # a fixed batch runs whole batches only
-    usable = len(sample) - len(sample) % step
+    step = spec.shape[0] or 16
+    usable = len(sample) - len(sample) % step if spec.shape[0] else len(sample)  # a fixed batch: whole ones only
     if not usable:
         runtime.close()
         return profile
