@@ -323,8 +323,19 @@ class StaticQuantizer:
 
 
 def _predict(session: Any, input_name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The first output of ``session`` on ``x``, in batches."""
-    return np.concatenate([session.run(None, {input_name: x[i : i + batch]})[0] for i in range(0, len(x), batch)])
+    """The first output of ``session`` on ``x``, in batches (of the graph's own size where its batch is fixed: a
+    last, partial one is padded with its last row and the padding's outputs dropped)."""
+    fixed = session.get_inputs()[0].shape[0]
+    if isinstance(fixed, int) and fixed > 0:
+        batch = fixed
+    outputs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i : i + batch]
+        n = len(chunk)
+        if isinstance(fixed, int) and fixed > 0 and n < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+        outputs.append(session.run(None, {input_name: chunk})[0][:n])
+    return np.concatenate(outputs)
 
 
 def _session(path: Path, threads: int | None = None, fake_quant: bool = False) -> Any:

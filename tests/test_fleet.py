@@ -110,6 +110,16 @@ def test_default_bundle_records_a_fleet_safe_flavour_and_why(digits_bundle):
     assert ov["overflow_fix"] == "enable" and "VNNI" in ov["flavour_choice"]["reason"]
 
 
+def test_a_fixed_batch_model_gets_its_flavour_measured_one_sample_at_a_time(digits_model, digits_data, tmp_path):
+    """The flavour measurement runs the graph in its own batch size (it sent 64 rows to a batch-1 graph)."""
+    spec = edgeship.InputSpec(shape=(1, 1, 32, 32), preprocess=demo.DIGITS_SPEC.preprocess)
+    bundle = edgeship.compress(digits_model, input_spec=spec, calibration=digits_data[0][:70],
+                               preprocess_calibration=True, precision="int8", targets=["onnxruntime-cpu"],
+                               output=tmp_path / "b1.edgeship", show_progress=False)
+    choice = _int8(bundle, "onnxruntime-cpu")["options"]["flavour_choice"]
+    assert choice["samples"] == 70 and {m["flavour"] for m in choice["measured"]} == set(FLEET_SAFE_FLAVOURS)
+
+
 @pytest.fixture(scope="module")
 def vnni_bundle(tmp_path_factory, digits_model, digits_data):
     """The digits CNN at INT8 for a fleet that has VNNI everywhere: full-range U8S8, no overflow fix."""
