@@ -25,9 +25,31 @@ from .report import Report, Row
 
 # CPU features that decide which kernels a backend can use (x86: AVX2 / AVX-512 / VNNI / AMX; Arm: dot product)
 
+def captures_data(source: str | os.PathLike, bundles: Sequence[Bundle]) -> tuple[Any, str]:
+    """A capture folder or pack -> (data, what it is, in words) for ``benchmark``: the labelled captures with their
+    labels (class indices, or names among the bundle's labels) for accuracy, else every capture (agreement with the
+    reference and latency); preprocessed with the bundles' own spec, which must be one."""
+    import json
+
+    from ..calibration import captures_validation, from_captures, is_captures, read_captures
+
+    if not is_captures(source):
+        raise ConfigError(f"data {source}: expected arrays, or captures (a capture folder or pack)")
+    specs = {json.dumps(b.manifest.input_spec, sort_keys=True) for b in bundles}
+    if len(specs) != 1:
+        raise ConfigError("captures are preprocessed as the bundles' manifests say, and these bundles preprocess "
+                          "differently; benchmark them one at a time")
+    first = bundles[0]
+    if any(c.label is not None for c in read_captures(source)):
+        x, y = captures_validation(source, first.spec, classes=first.manifest.labels)
+        return (x, y), f"captures {Path(source).name}: {len(y)} labelled"
+    calib = from_captures(source, first.spec, size=1 << 30)
+    return calib.as_batch(), f"captures {Path(source).name}: {len(calib)}, none labelled (agreement and latency only)"
+
+
 def benchmark(
     bundles: Sequence[str | os.PathLike | Bundle] | str | os.PathLike | Bundle,
-    data: tuple[np.ndarray, np.ndarray] | np.ndarray,
+    data: tuple[np.ndarray, np.ndarray] | np.ndarray | str | os.PathLike,
     metric: str | Metric = "top1",
     *,
     reference: Any = None,
@@ -46,7 +68,8 @@ def benchmark(
     Args:
         bundles: bundle paths (or Bundle objects; they are re-opened from disk so that the report
             records the manifest the rows were measured on).
-        data: (inputs, labels) for accuracy, or inputs alone (latency and agreement only).
+        data: (inputs, labels) for accuracy, or inputs alone (latency and agreement only), or a device's captures
+            (a folder or pack: :func:`captures_data`).
         metric: "top1", "top5", or ``f(predictions, labels) -> float in [0, 1]``.
         reference: a torch ``nn.Module`` to compare against (torch eager FP32); default: each
             bundle's FP32 ONNX graph in ONNX Runtime.
@@ -69,6 +92,10 @@ def benchmark(
 
     if isinstance(bundles, (str, os.PathLike, Bundle)):
         bundles = [bundles]
+    data_source = None
+    if isinstance(data, (str, os.PathLike)):  # a device's captures, preprocessed as the bundles' manifests say
+        data, data_source = captures_data(data, [Bundle.open(b.path if isinstance(b, Bundle) else b) for b in bundles])
+        preprocess = False
     x, labels = data if isinstance(data, tuple) else (data, None)
     x = np.asarray(x)
     if labels is not None:
@@ -97,6 +124,8 @@ def benchmark(
                 "end_to_end": "preprocessing + inference + arg-max on raw inputs" if preprocess else None,
                 "peak_rss": "per row" if rss_per_row else "process peak so far",
                 "targets": list(targets) if targets else None}
+    if data_source is not None:
+        settings["data"] = data_source
     if run_on.kind == "ray":
         from .distributed import benchmark_on_ray
 

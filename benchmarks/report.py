@@ -419,6 +419,8 @@ class Report:
         from rich.table import Table
 
         title = f"edgeship report — {self.metric}" + ("" if self.complete else " — INCOMPLETE")
+        if self.settings.get("data"):  # where the samples came from, when not arrays (a device's captures)
+            title += f" — {self.settings['data']}"
         table = Table(title=title)
         for header in self._headers():
             table.add_column(header, justify="left" if header in ("variant", "target", "precision", "notes") else "right")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,11 +65,11 @@ def _bench_bundles(args: argparse.Namespace) -> int:
     from ._lazy import is_installed
     from .benchmarks import benchmark
 
-    x, y, preprocess = _bench_data(args.data, args.bundles, args.preprocess)
+    x, y, preprocess = _bench_data(args.data, args.preprocess)
     try:
         report = benchmark(
             args.bundles,
-            data=(x, y) if y is not None else x,
+            data=(x, y) if y is not None else x,  # captures: a path, read by benchmark
             metric=_metric(args.metric),
             measure=Measurement(runs=args.runs, warmup=args.warmup, batch_size=args.batch_size, streams=args.streams,
                                 ci_resamples=args.ci_resamples, threads=args.threads,
@@ -94,30 +93,14 @@ def _bench_bundles(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_data(data: str, bundles: list[str], preprocess: bool) -> tuple[Any, Any, bool]:
-    """``bench --data``: (x, y or None, preprocess); captures are preprocessed with the bundles' own spec (labelled
-    ones: accuracy; none labelled: every capture, for agreement with the reference and latency)."""
-    from .calibration import captures_validation, from_captures, is_captures, read_captures
+def _bench_data(data: str, preprocess: bool) -> tuple[Any, Any, bool]:
+    """``bench --data``: (x, y or None, preprocess) of arrays; captures go to ``benchmark`` as they are."""
+    from .calibration import is_captures
 
-    if not is_captures(data):
-        x, y = _load_array_file(data, "data")
-        return x, y, preprocess
-    from .bundle import open_bundle
-
-    specs = {json.dumps(open_bundle(b).manifest.input_spec, sort_keys=True) for b in bundles}
-    if len(specs) > 1:
-        raise ConfigError("captures are preprocessed as the bundles' manifests say, and these bundles preprocess "
-                          "differently; bench them one at a time")
-    first = open_bundle(bundles[0])
-    spec = first.spec
-    if any(c.label is not None for c in read_captures(data)):
-        x, y = captures_validation(data, spec, classes=first.manifest.labels)
-        print(f"{data}: {len(y)} labelled captures", file=sys.stderr)
-        return x, y, False
-    calib = from_captures(data, spec, size=1 << 30)
-    print(f"{data}: {len(calib)} captures, none labelled: agreement with the reference and latency only",
-          file=sys.stderr)
-    return calib.as_batch(), None, False
+    if is_captures(data):
+        return data, None, False
+    x, y = _load_array_file(data, "data")
+    return x, y, preprocess
 
 
 def _cmd_gate(args: argparse.Namespace) -> int:

@@ -226,4 +226,4 @@ def test_round_trip_monitor_capture_pack_calib_check_compress(labelled_bundle, d
     assert manifest["calibration"]["count"] == len(rows)
     capsys.readouterr()
     assert main(["bench", str(out), "--data", str(pack), "--runs", "5", "--warmup", "1"]) == 0
-    assert f"{len(rows)} labelled captures" in capsys.readouterr().err
+    assert f"captures line3.tar.gz: {len(rows)} labelled" in capsys.readouterr().out

@@ -9,12 +9,15 @@ onnxruntime-cpu and openvino-cpu: a Predictor answers ``--frames`` held-out fram
 preprocessing included: what serve and stream call per frame), the monitor's own time per frame and the shadow's
 (both as the monitor measures them, amortised over all frames), and their ratio to that p50. Configurations: drift
 and output statistics on every frame (cost budget 1.0), the default 3 % budget, and shadow mode at rates 0.01, 0.1
-and 1.0 (shadow budget 1.0, so the rate alone decides). No captures (their cost is a PNG write per hard example).
+and 1.0 (shadow budget 1.0, so the rate alone decides), and captures with every answer a hard example (top-1
+confidence under 1.0, detections within 0.5 of the score threshold: a PNG + sidecar written per frame, unthrottled) —
+the worst case, where the default rate limit (60 a minute) would drop most of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,23 +34,29 @@ CONFIGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+ shadow 0.01", {"cost_budget": 1.0, "shadow_rate": 0.01, "shadow_budget": 1.0}),
     ("+ shadow 0.1", {"cost_budget": 1.0, "shadow_rate": 0.1, "shadow_budget": 1.0}),
     ("+ shadow 1.0", {"cost_budget": 1.0, "shadow_rate": 1.0, "shadow_budget": 1.0}),
+    ("+ captures, every answer", {"cost_budget": 1.0, "low_confidence": 1.0, "near_threshold": 0.5}),
 )
+CAPTURES = "captures"  # a configuration with this word also saves its hard examples (a PNG + sidecar each)
 TARGETS = ("onnxruntime-cpu", "openvino-cpu")
 
 
 def measure_bundle(name: str, bundle: Any, frames: list[np.ndarray], threads: int) -> list[dict[str, Any]]:
     """One row per (target, configuration) of ``bundle``'s INT8 artifacts over ``frames``."""
     from ...bundle.predictor import Predictor
+    from ...device.captures import CaptureStore
     from ...device.monitor import Monitor, MonitorConfig
 
     rows = []
+    tmp = tempfile.mkdtemp(prefix="edgeship-captures-")
     for target in TARGETS:
         with bundle.load(target, "int8", threads=threads) as rt:
             predictor = Predictor(bundle, rt)
             image = frames[0]
             p50 = measure_latency(lambda: predictor.infer([image]), runs=100, warmup=10).p50_ms
             for label, options in CONFIGS:
-                monitor = Monitor(bundle, MonitorConfig(**options), target=target, precision="int8", threads=threads)
+                store = CaptureStore(Path(tmp) / label, max_per_minute=1e9) if CAPTURES in label else None
+                monitor = Monitor(bundle, MonitorConfig(**options), target=target, precision="int8", threads=threads,
+                                  capture=store)
                 start = time.perf_counter()
                 for frame in frames:
                     monitor.observe(predictor.infer([frame]), [frame])
@@ -58,7 +67,10 @@ def measure_bundle(name: str, bundle: Any, frames: list[np.ndarray], threads: in
                 rows.append({"model": name, "target": target, "config": label, "p50_ms": p50,
                              "monitor_ms": cost["monitor_ms_per_frame"], "shadow_ms": cost["shadow_ms_per_frame"],
                              "observed": snap["observed"], "frames": snap["frames"], "wall_ms": wall_ms,
-                             "shadow_runs": snap["shadow"]["runs"]})
+                             "shadow_runs": snap["shadow"]["runs"],
+                             "saved": store.stats()["saved"] if store is not None else 0})
+                if store is not None:
+                    shutil.rmtree(store.root)
     return rows
 
 
@@ -98,12 +110,13 @@ def _print(rows: list[dict[str, Any]], header: str) -> None:
 
     table = Table(title=header)
     for column in ("model", "target", "configuration", "model p50 ms", "monitor ms/frame", "monitor / p50",
-                   "shadow ms/frame", "shadow / p50", "frames looked at", "shadow runs"):
+                   "shadow ms/frame", "shadow / p50", "frames looked at", "shadow runs", "captures"):
         table.add_column(column, justify="left" if column in ("model", "target", "configuration") else "right")
     for r in rows:
         table.add_row(r["model"], r["target"], r["config"], f"{r['p50_ms']:.3f}", f"{r['monitor_ms']:.4f}",
                       f"{r['monitor_ms'] / r['p50_ms']:.1%}", f"{r['shadow_ms']:.4f}",
-                      f"{r['shadow_ms'] / r['p50_ms']:.1%}", f"{r['observed']}/{r['frames']}", str(r["shadow_runs"]))
+                      f"{r['shadow_ms'] / r['p50_ms']:.1%}", f"{r['observed']}/{r['frames']}", str(r["shadow_runs"]),
+                      str(r["saved"]))
     Console(width=200).print(table)
 
 
