@@ -175,7 +175,7 @@ def test_cli_calib_check_video_and_bad_input(video_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAILED: 6 samples from video pan.avi" in out and "error: 6 calibration samples" in out
     assert main(["calib", "check", str(tmp_path / "missing")]) == 2
-    assert "expected a folder of images or a video file" in capsys.readouterr().err
+    assert "expected a folder of images, a video file" in capsys.readouterr().err
     assert main(["calib", "check", str(tmp_path), "--shape", "?,3,8,8"]) == 2
     assert "no images" in capsys.readouterr().err
 
