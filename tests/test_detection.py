@@ -167,14 +167,29 @@ def test_keep_fp_override_quantizes_the_heads(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_stage_detector_is_exported_whole_and_matches_torch(tmp_path):
+def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_path):
+    """FP32 parity with torchvision on both CPU targets, and INT8 on both (NNCF could not quantize any Faster R-CNN
+    while its export held torchvision's If-guarded batched_nms), the RPN and box predictor kept FP."""
+    import onnx
+
     torch.manual_seed(0)
     model = D.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=5).eval()
     spec = InputSpec(shape=(1, 3, 320, 320), preprocess=Preprocess(
         scale=1 / 255, mean=tuple(model.transform.image_mean), std=tuple(model.transform.image_std), resize="stretch"))
-    bundle = edgeship.compress(model, input_spec=spec, precision="fp32", output=tmp_path / "frcnn.edgeship",
-                               show_progress=False)
+    calib = np.concatenate([spec.apply_preprocess(img) for img in _blocky_images(8, 320, 320, seed=5)])
+    bundle = edgeship.compress(model, input_spec=spec, calibration=calib, precision=["fp32", "int8"],
+                               output=tmp_path / "frcnn.edgeship", show_progress=False)
     assert bundle.manifest["detection"]["postprocessing"] == "in graph"
+    graph = onnx.load(str(bundle.source_onnx)).graph
+    assert not [n.op_type for n in graph.node if n.op_type in ("If", "Loop")]
+    heads = head_layers(bundle.source_onnx, two_stage=True)
+    assert {"/".join(n.split("/")[2:4]) for n in heads} == {"rpn/head", "roi_heads/box_predictor"}, heads
+    assert len([n for n in heads if "rpn" in n]) == 6 and len(heads) == 8  # objectness + deltas at 3 levels; 2 Gemms
+    assert bundle.artifact("onnxruntime-cpu", "int8")["options"]["fp_layers"] == heads
+    xml = next(bundle.path / rel for rel in bundle.artifact("openvino-cpu", "int8")["files"] if rel.endswith(".xml"))
+    assert xml.read_text().count('type="FakeQuantize"') >= 20  # the backbone, FPN and box head are INT8
+    ort_int8 = next(bundle.path / rel for rel in bundle.artifact("onnxruntime-cpu", "int8")["files"])
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(ort_int8)).graph.node) >= 20
     image = _blocky_images(1, 320, 320, seed=3)[0]
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0].items()}
@@ -183,6 +198,10 @@ def test_two_stage_detector_is_exported_whole_and_matches_torch(tmp_path):
             got = detector([image])[0]
         parity = box_parity(ref, got)
         assert len(ref["boxes"]) > 10 and parity["recall"] >= 0.95 and parity["precision"] >= 0.95, (target, parity)
+        with Detector(bundle, target, "int8") as detector:
+            got = detector([image])[0]
+        assert 0 < len(got["boxes"]) <= 100 and np.isfinite(got["boxes"]).all()
+        assert (got["boxes"] >= 0).all() and (got["boxes"] <= 320).all() and set(got["labels"]) <= set(range(1, 5))
 
 
 def test_detector_spec_errors(tmp_path):

@@ -120,6 +120,8 @@ def compress(
             if head is not None:
                 detection = {"head": head.to_dict(), "anchors": None,
                              "postprocessing": "in graph" if head.family == "graph" else "edgeship (numpy)"}
+                if head.family == "graph":  # why the whole graph quantizes (edgeship.tasks.detection)
+                    detection["nms"] = "one NMS over class-offset boxes, no If nodes: INT8 on the whole graph"
                 if head.anchors is not None:
                     np.save(tmp / "anchors.npy", head.anchors, allow_pickle=False)
                     source_files["anchors.npy"] = sha256_file(tmp / "anchors.npy")
@@ -288,12 +290,13 @@ def _check_node_names(onnx_path: Path, names: Sequence[str]) -> None:
 
 
 def _automatic_keep_fp(onnx_path: Path, head: Any) -> list[str]:
-    """A detector's box and score heads stay in floating point by default."""
-    if head is None or head.family == "graph":
+    """A detector's box and score heads stay in floating point by default (two-stage: the RPN's and the box
+    predictor's)."""
+    if head is None:
         return []
     from ..tasks.detection import head_layers
 
-    return head_layers(onnx_path)
+    return head_layers(onnx_path, two_stage=head.family == "graph")
 
 
 def _check_calibration(calib: Any, spec: InputSpec, control: Any) -> dict[str, Any] | None:

@@ -7,10 +7,17 @@ dense and postprocessed here — vectorised decoding and a greedy NMS — while 
 (Faster R-CNN), whose second stage depends on the first stage's NMS, are exported whole with
 postprocessing in the graph. The choice is recorded in the manifest. Boxes come back in original
 image coordinates (the resize is undone), the same on every target.
+
+A two-stage graph is exported with torchvision's ``batched_nms`` replaced by the same coordinate-offset NMS without
+its ``if boxes.numel() == 0`` branch: traced, that branch became two ONNX ``If`` nodes, and NNCF cannot build its graph
+through them ("Could not find a node Unsqueeze_1572 in NNCFGraph"), so no Faster R-CNN could be quantized for
+openvino-cpu. Without them the whole graph quantizes; the data-dependent part (proposal top-k, NMS, RoIAlign) has no
+weights and stays FP, and the heads found by :func:`head_layers` stay FP by default, as for single-stage detectors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -171,7 +178,8 @@ def _wrappers() -> tuple[type, type, type]:
             transform.image_std = [1.0, 1.0, 1.0]
 
         def forward(self, x: Any):
-            out = self.model([x[0]])[0]
+            with _nms_without_if():
+                out = self.model([x[0]])[0]
             return out["boxes"], out["scores"], out["labels"]
 
     class ProposalView(nn.Module):
@@ -189,6 +197,27 @@ def _wrappers() -> tuple[type, type, type]:
             return flat(feats), flat(objectness), flat(deltas)
 
     return DenseDetector, GraphDetector, ProposalView
+
+
+@contextlib.contextmanager
+def _nms_without_if() -> Any:
+    """torchvision's ``batched_nms`` as one NMS over class-offset boxes, with no empty-input branch (see the module
+    doc); the same boxes as torchvision's, empty inputs included. For the export of a two-stage graph only: it swaps
+    a module attribute of torchvision while the detector runs (export is single-threaded)."""
+    torch = require("torch", "exporting a detector")
+    from torchvision.ops import boxes as box_ops
+
+    def batched_nms(boxes: Any, scores: Any, idxs: Any, iou_threshold: float) -> Any:
+        top = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()  # never a max over nothing
+        offsets = idxs.to(boxes) * (top + 1)
+        return box_ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+    original = box_ops.batched_nms
+    box_ops.batched_nms = batched_nms
+    try:
+        yield
+    finally:
+        box_ops.batched_nms = original
 
 
 # -- postprocessing (numpy) ------------------------------------------------------------------------
@@ -349,15 +378,31 @@ _PASSTHROUGH = {"Reshape", "Transpose", "Concat", "Flatten", "Squeeze", "Unsquee
 _PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
-def head_layers(onnx_path: Any) -> list[str]:
+# In a two-stage graph the heads' outputs are decoded (box deltas against anchors or proposals) before they reach
+# top-k and NMS: elementwise arithmetic that does not change which layer made them.
+_DECODE = {"Add", "Sub", "Mul", "Div", "Exp", "Min", "Max", "Clip", "Expand", "GatherElements", "GatherND",
+           "Where", "Log", "Floor", "Ceil"}
+# Where a two-stage graph stops being dense: what feeds these is a head's output.
+_DATA_DEPENDENT = {"TopK", "NonMaxSuppression"}
+
+
+def head_layers(onnx_path: Any, two_stage: bool = False) -> list[str]:
     """The conv/matmul nodes whose outputs reach the graph outputs through reshapes and activations only:
-    a detector's box-regression and score heads, found from the graph's shape, not from node names."""
+    a detector's box-regression and score heads, found from the graph's shape, not from node names.
+
+    ``two_stage``: postprocessing is in the graph, so start from what feeds its top-k and NMS instead, through the
+    box decoding too: the RPN's objectness and delta convolutions, the box predictor's score and delta layers.
+    """
     onnx = require("onnx", "finding a detector's heads")
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     producer = {out: node for node in graph.node for out in node.output}
     found: list[str] = []
     seen: set[str] = set()
-    stack = [o.name for o in graph.output]
+    follow = _PASSTHROUGH | _DECODE if two_stage else _PASSTHROUGH
+    if two_stage:
+        stack = [t for node in graph.node if node.op_type in _DATA_DEPENDENT for t in node.input[:2]]
+    else:
+        stack = [o.name for o in graph.output]
     while stack:
         tensor = stack.pop()
         node = producer.get(tensor)
@@ -366,7 +411,7 @@ def head_layers(onnx_path: Any) -> list[str]:
         seen.add(node.name)
         if node.op_type in _PRODUCERS:
             found.append(node.name)
-        elif node.op_type in _PASSTHROUGH:
+        elif node.op_type in follow:
             stack.extend(node.input)
     return sorted(found)
 
