@@ -40,27 +40,38 @@ def _scene() -> Any:
 
 def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """ssdlite320 trained for ``train_seconds`` (AdamW, batch 16), or its cached weights; eval mode."""
+    return train_scene_detector("ssdlite320_mobilenet_v3_large", train_seconds, cache_dir=cache_dir, seed=seed,
+                                batch=16, lr=2e-3, key_prefix="ssdlite-v1", cache_name="synthetic_ssdlite")
+
+
+def train_scene_detector(name: str, train_seconds: float, *, cache_dir: Path | None = None, seed: int = 0,
+                         batch: int = 16, lr: float = 2e-3, key_prefix: str | None = None,
+                         cache_name: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The torchvision detector ``name`` (random init) trained for ``train_seconds`` on the synthetic 320x320
+    conveyor scenes (AdamW), or its cached weights (.npz keyed by everything that shapes them); eval mode."""
     from ..._defaults import cache_dir as default_cache_dir
     from ...demo.synthetic import SCENES_VERSION, _recalibrate_batchnorm, make_scenes
 
-    torch = require("torch", "the ssdlite benchmark")
-    D = require("torchvision.models.detection", "the ssdlite benchmark")
+    torch = require("torch", "training a scene detector")
+    D = require("torchvision.models.detection", "training a scene detector")
     scene = _scene()
-    key = hashlib.sha256(f"ssdlite-v1|{SCENES_VERSION}|{scene}|{float(train_seconds):g}|{seed}|{torch.__version__}".encode())
-    path = (cache_dir or default_cache_dir()) / f"synthetic_ssdlite_{key.hexdigest()[:12]}.npz"
+    prefix = key_prefix or f"{name}-b{batch}-lr{lr:g}-v1"
+    key = hashlib.sha256(f"{prefix}|{SCENES_VERSION}|{scene}|{float(train_seconds):g}|{seed}|{torch.__version__}".encode())
+    path = (cache_dir or default_cache_dir()) / f"{cache_name or 'synthetic_' + name}_{key.hexdigest()[:12]}.npz"
     torch.manual_seed(seed)
-    model = D.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=scene.num_classes)
-    stored = load_npz_cache(path, "ssdlite320 weights")
+    model = getattr(D, name)(weights=None, weights_backbone=None, num_classes=scene.num_classes)
+    stored = load_npz_cache(path, f"{name} weights")
     if stored is not None:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items() if not k.startswith("_")})
-        info = {"train_s": float(stored["_train_seconds"]), "steps": int(stored["_steps"]), "cached": True}
+        info = {"train_s": float(stored["_train_seconds"]), "steps": int(stored["_steps"]), "cached": True,
+                "batch": batch}
         return model.eval(), info
     images, truth = make_scenes(2000, "train", seed, scene)
     targets = [{"boxes": torch.from_numpy(t["boxes"]), "labels": torch.from_numpy(t["labels"])} for t in truth]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    start, steps, batch = time.perf_counter(), 0, 16
+    start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < train_seconds:
         idx = torch.randint(0, len(images), (batch,), generator=generator).tolist()
         x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div_(255)
@@ -70,13 +81,14 @@ def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int
         optimizer.step()
         steps += 1
         if steps % 50 == 0:
-            print(f"step {steps}, {time.perf_counter() - start:.0f} s, loss {float(loss.detach()):.3f}", flush=True)
+            print(f"{name}: step {steps}, {time.perf_counter() - start:.0f} s, loss {float(loss.detach()):.3f}",
+                  flush=True)
     train_s = time.perf_counter() - start
     _recalibrate_batchnorm(model, images, batch, limit=512)  # exact batch-norm statistics of the final weights
     with atomic_write(path) as fh:
         np.savez(fh, _train_seconds=np.float64(train_s), _steps=np.int64(steps),
                  **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-    return model.eval(), {"train_s": train_s, "steps": steps, "cached": False}
+    return model.eval(), {"train_s": train_s, "steps": steps, "cached": False, "batch": batch}
 
 
 def run(train_seconds: float = 720, runs: int = 200, threads: int = 2) -> list[dict[str, Any]]:
