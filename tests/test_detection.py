@@ -17,7 +17,6 @@ from conftest import video_frames
 
 torch = pytest.importorskip("torch")
 D = pytest.importorskip("torchvision.models.detection")
-from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from torchvision.ops import boxes as box_ops  # noqa: E402
 
 
@@ -208,6 +207,15 @@ def test_detector_spec_errors(tmp_path):
     model = _detector("ssdlite320_mobilenet_v3_large", num_classes=3)
     with pytest.raises(ConfigError, match="fixed NCHW input size"):
         edgeship.compress(model, input_spec=InputSpec(shape=(1, 3, None, None)), precision="fp32",
+                          output=tmp_path / "x.edgeship", show_progress=False)
+    assert not (tmp_path / "x.edgeship").exists()
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn"])
+def test_mask_and_keypoint_rcnn_are_refused_saying_what_would_be_lost(name, tmp_path):
+    model = getattr(D, name)(weights=None, weights_backbone=None).eval()
+    with pytest.raises(ConfigError, match="masks|keypoints"):
+        edgeship.compress(model, input_spec=InputSpec(shape=(1, 3, 320, 320)), precision="fp32",
                           output=tmp_path / "x.edgeship", show_progress=False)
     assert not (tmp_path / "x.edgeship").exists()
 

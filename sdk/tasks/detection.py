@@ -92,6 +92,14 @@ def prepare_detector(model: Any, size: tuple[int, int]) -> tuple[Any, DetectionH
         raise ConfigError(f"{type(model).__name__} is not a torchvision detector (SSD, RetinaNet, FCOS, Faster R-CNN)")
     if model.training:
         raise ConfigError("the detector is in training mode; call model.eval() first")
+    if family == "rcnn":
+        extra = [what for what, attr in (("masks", "mask_head"), ("keypoints", "keypoint_head"))
+                 if getattr(model.roi_heads, attr, None) is not None]
+        if extra:
+            raise ConfigError(f"{type(model).__name__} predicts {' and '.join(extra)}, which edgeship does not export "
+                              "(a bundle's detections are boxes, scores and labels); compress the Faster R-CNN it is "
+                              f"built on instead (set model.roi_heads.{'mask' if 'masks' in extra else 'keypoint'}"
+                              "_head = None to drop them knowingly)")
     h, w = size
     DenseDetector, GraphDetector, _ = _wrappers()
     if family == "rcnn":
