@@ -185,6 +185,24 @@ def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_pa
     assert {"/".join(n.split("/")[2:4]) for n in heads} == {"rpn/head", "roi_heads/box_predictor"}, heads
     assert len([n for n in heads if "rpn" in n]) == 6 and len(heads) == 8  # objectness + deltas at 3 levels; 2 Gemms
     assert bundle.artifact("onnxruntime-cpu", "int8")["options"]["fp_layers"] == heads
+    # a frame that leaves no proposal (every RPN box shrunk under min_size) answers no detections, on both runtimes
+    starved = onnx.load(str(bundle.source_onnx))
+    bias_names = {n.input[2] for n in starved.graph.node if n.name.startswith("/model/rpn/head/bbox_pred")}
+    for init in starved.graph.initializer:
+        if init.name in bias_names:
+            bias = onnx.numpy_helper.to_array(init).copy()
+            bias.reshape(-1, 4)[:, 2:] = -20.0  # widths and heights x exp(-20)
+            init.CopyFrom(onnx.numpy_helper.from_array(bias, init.name))
+    assert bias_names
+    onnx.save(starved, str(tmp_path / "starved.onnx"))
+    x = spec.apply_preprocess(_blocky_images(1, 320, 320, seed=3)[0])
+    import onnxruntime as ort
+    import openvino as ov
+
+    for outputs in (ort.InferenceSession(str(tmp_path / "starved.onnx"), providers=["CPUExecutionProvider"]).run(
+                        None, {bundle.spec.name: x}),
+                    list(ov.Core().compile_model(str(tmp_path / "starved.onnx"), "CPU")({0: x}).values())):
+        assert [o.shape[0] for o in outputs] == [0, 0, 0]
     xml = next(bundle.path / rel for rel in bundle.artifact("openvino-cpu", "int8")["files"] if rel.endswith(".xml"))
     assert xml.read_text().count('type="FakeQuantize"') >= 20  # the backbone, FPN and box head are INT8
     ort_int8 = next(bundle.path / rel for rel in bundle.artifact("onnxruntime-cpu", "int8")["files"])

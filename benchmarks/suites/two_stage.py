@@ -6,7 +6,8 @@ Part 1 (random init: speed only, no hub weights here): fasterrcnn_resnet50_fpn a
 at 512x512 and fasterrcnn_mobilenet_v3_large_320_fpn at 320, compressed FP32 + INT8 for openvino-cpu and
 onnxruntime-cpu (the whole graph, postprocessing inside; INT8 on everything but the RPN and box-predictor heads),
 calibrated on 32 synthetic scenes; model p50 per variant (median of ``--runs``) and the INT8 speed-up over the same
-target's FP32 export. Part 2: fasterrcnn_mobilenet_v3_large_320_fpn trained from scratch on the synthetic conveyor
+target's FP32 export, and the FP32 artifacts' boxes against torchvision's on the same image (box_parity: IoU 0.5, same
+label). Part 2: fasterrcnn_mobilenet_v3_large_320_fpn trained from scratch on the synthetic conveyor
 scenes for ``--train-seconds`` (weights cached), measured on 200 held-out scenes: mAP@[.5:.95], mAP@.5, box agreement
 with the FP32 graph (all boxes, and those scoring >= 0.5), model p50 and end to end from a raw 320x320 frame; then
 its backbone pruned by ``--prune`` ratios (30 % and 50 %) with distillation recovery, INT8 on both targets.
@@ -45,15 +46,19 @@ def _scenes(n: int, split: str, seed: int, size: int) -> tuple[np.ndarray, list[
 
 
 def latency_rows(runs: int, threads: int, tmp: Path) -> list[dict[str, Any]]:
-    """Part 1: FP32 vs INT8 model p50 per target, random-init weights."""
+    """Part 1: FP32 vs INT8 model p50 per target, random-init weights; FP32 box parity with torchvision."""
     import edgeship
+
+    from ...bundle.detector import Detector
+    from ...tasks.detection import box_parity
 
     torch = require("torch", "the two-stage benchmark")
     D = require("torchvision.models.detection", "the two-stage benchmark")
     rows = []
     for name, size in LATENCY_MODELS:
         torch.manual_seed(0)
-        model = getattr(D, name)(weights=None, weights_backbone=None, num_classes=6).eval()
+        model = getattr(D, name)(weights=None, weights_backbone=None, num_classes=6, min_size=size,
+                                 max_size=size).eval()  # torchvision itself runs at the size compared
         spec = _spec(model, size)
         calib, _ = _scenes(32, "train", 1, size)
         start = time.perf_counter()
@@ -61,15 +66,20 @@ def latency_rows(runs: int, threads: int, tmp: Path) -> list[dict[str, Any]]:
                                    targets=list(TARGETS), precision=["fp32", "int8"], output=tmp / f"{name}.edgeship",
                                    show_progress=False)
         compress_s = time.perf_counter() - start
-        x = spec.apply_preprocess(_scenes(1, "val", 0, size)[0])
+        image = _scenes(1, "val", 0, size)[0][0]
+        x = spec.apply_preprocess(image)
+        with torch.no_grad():  # torchvision's own answer on the same image, for the FP32 parity column
+            eager = {k: v.numpy() for k, v in model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0].items()}
         fp32 = {}
         for target in TARGETS:
             for precision in ("fp32", "int8"):
-                with bundle.load(target, precision, threads=threads) as rt:
-                    p50 = measure_latency(lambda: rt.run(x), runs=runs, warmup=2).p50_ms
+                with Detector(bundle, target, precision, threads=threads) as det:
+                    p50 = measure_latency(lambda: det.runtime.run(x), runs=runs, warmup=2).p50_ms
+                    parity = box_parity(eager, det([image])[0]) if precision == "fp32" else None
                 fp32.setdefault(target, p50)
                 rows.append({"model": f"{name} @{size}", "target": target, "precision": precision, "p50_ms": p50,
-                             "speedup": fp32[target] / p50, "compress_s": compress_s})
+                             "speedup": fp32[target] / p50, "compress_s": compress_s, "boxes": len(eager["boxes"]),
+                             "parity": parity})
                 print(f"{name} {target} {precision}: {p50:.1f} ms", flush=True)
     return rows
 
@@ -136,11 +146,15 @@ def _print_latency(rows: list[dict[str, Any]], header: str) -> None:
     from rich.table import Table
 
     table = Table(title=header)
-    for col in ("model", "target", "precision", "model p50 ms", "INT8 speed-up", "compress s"):
+    for col in ("model", "target", "precision", "model p50 ms", "INT8 speed-up", "FP32 vs torchvision recall / "
+                "precision (boxes)", "compress s"):
         table.add_column(col, justify="left" if col in ("model", "target", "precision") else "right")
     for r in rows:
+        parity = r["parity"]
         table.add_row(r["model"], r["target"], r["precision"], f"{r['p50_ms']:.1f}",
-                      f"{r['speedup']:.2f}x" if r["precision"] == "int8" else "", f"{r['compress_s']:.0f}")
+                      f"{r['speedup']:.2f}x" if r["precision"] == "int8" else "",
+                      f"{parity['recall']:.3f} / {parity['precision']:.3f} ({r['boxes']})" if parity else "",
+                      f"{r['compress_s']:.0f}")
     Console(width=200).print(table)
 
 

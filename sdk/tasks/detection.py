@@ -209,10 +209,14 @@ def _wrappers() -> tuple[type, type, type]:
 
 @contextlib.contextmanager
 def _nms_without_if() -> Any:
-    """torchvision's ``batched_nms`` as one NMS over class-offset boxes, with no empty-input branch (see the module
-    doc); the same boxes as torchvision's, empty inputs included. For the export of a two-stage graph only: it swaps
-    a module attribute of torchvision while the detector runs (export is single-threaded)."""
+    """Two torchvision functions traced as graphs that hold on every input. ``batched_nms``: one NMS over
+    class-offset boxes, with no empty-input branch (see the module doc); the same boxes as torchvision's, empty
+    inputs included. ``BoxCoder.decode``: its reshapes ``(box_sum, -1)`` with the widths spelled out, because a -1
+    beside a 0 cannot be inferred: ONNX Runtime failed the whole graph on a frame with no proposal left
+    ("Input shape:{0,24}, requested shape:{0,-1}"). For the export of a two-stage graph only: it swaps attributes of
+    torchvision while the detector runs (export is single-threaded)."""
     torch = require("torch", "exporting a detector")
+    from torchvision.models.detection import _utils as det_utils
     from torchvision.ops import boxes as box_ops
 
     def batched_nms(boxes: Any, scores: Any, idxs: Any, iou_threshold: float) -> Any:
@@ -220,12 +224,18 @@ def _nms_without_if() -> Any:
         offsets = idxs.to(boxes) * (top + 1)
         return box_ops.nms(boxes + offsets[:, None], scores, iou_threshold)
 
-    original = box_ops.batched_nms
-    box_ops.batched_nms = batched_nms
+    def decode(coder: Any, rel_codes: Any, boxes: Any) -> Any:
+        concat_boxes = torch.cat(list(boxes), dim=0)
+        width = int(rel_codes.shape[-1])  # 4 x the classes: fixed by the model
+        rel_codes = rel_codes.reshape(concat_boxes.shape[0], width)
+        return coder.decode_single(rel_codes, concat_boxes).reshape(concat_boxes.shape[0], width // 4, 4)
+
+    originals = box_ops.batched_nms, det_utils.BoxCoder.decode
+    box_ops.batched_nms, det_utils.BoxCoder.decode = batched_nms, decode
     try:
         yield
     finally:
-        box_ops.batched_nms = original
+        box_ops.batched_nms, det_utils.BoxCoder.decode = originals
 
 
 # -- postprocessing (numpy) ------------------------------------------------------------------------
