@@ -85,7 +85,7 @@ def latency_rows(runs: int, threads: int, tmp: Path) -> list[dict[str, Any]]:
 
 
 def trained_rows(train_seconds: float, runs: int, threads: int, tmp: Path, prune_ratios: tuple[float, ...] = (),
-                 distill_epochs: int = 3) -> tuple[list[dict[str, Any]], dict]:
+                 distill_epochs: int = 3, targets: tuple[str, ...] = TARGETS) -> tuple[list[dict[str, Any]], dict]:
     """Part 2: the trained 320 model, FP32 vs INT8 on both targets, on 200 held-out scenes; then its backbone pruned
     by each of ``prune_ratios`` with distillation recovery (``distill_epochs`` over the 300 calibration scenes), INT8."""
     import edgeship
@@ -110,17 +110,17 @@ def trained_rows(train_seconds: float, runs: int, threads: int, tmp: Path, prune
     rows: list[dict[str, Any]] = [{"variant": "torch eager", **_maps(detection_map(eager, truth))}]
     start = time.perf_counter()
     bundle = edgeship.compress(model, input_spec=spec, calibration=calib, preprocess_calibration=True,
-                               targets=list(TARGETS), precision=["fp32", "int8"], output=tmp / "trained.edgeship",
+                               targets=list(targets), precision=["fp32", "int8"], output=tmp / "trained.edgeship",
                                show_progress=False)
     info["compress_s"] = time.perf_counter() - start
-    variants = [(bundle, target, precision, "") for target in TARGETS for precision in ("fp32", "int8")]
+    variants = [(bundle, target, precision, "") for target in targets for precision in ("fp32", "int8")]
     for ratio in prune_ratios:
         recipe = edgeship.Recipe(prune=edgeship.Prune(ratio=ratio, recover="distill", distill_epochs=distill_epochs,
                                                       distill_samples=len(calib)))
         pruned = edgeship.compress(model, input_spec=spec, calibration=calib, preprocess_calibration=True,
-                                   targets=list(TARGETS), precision=["int8"], recipe=recipe,
+                                   targets=list(targets), precision=["int8"], recipe=recipe,
                                    output=tmp / f"pruned-{ratio:g}.edgeship", show_progress=False)
-        variants += [(pruned, target, "int8", f" pruned {ratio:.0%}") for target in TARGETS]
+        variants += [(pruned, target, "int8", f" pruned {ratio:.0%}") for target in targets]
     reference = None
     for b, target, precision, note in variants:
         with Detector(b, target, precision, threads=threads) as det:
@@ -185,6 +185,7 @@ def main() -> None:
     parser.add_argument("--skip-trained", action="store_true", help="only the random-init latencies (part 1)")
     parser.add_argument("--prune", default="0.3,0.5", help="backbone pruning ratios of the trained model ('' for none)")
     parser.add_argument("--distill-epochs", type=int, default=3, help="distillation epochs after pruning")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="targets of the trained model's bundles")
     args = parser.parse_args()
     torch = require("torch", "the two-stage benchmark")
     torch.set_num_threads(args.threads)
@@ -197,7 +198,7 @@ def main() -> None:
         if not args.skip_trained:
             ratios = tuple(float(r) for r in args.prune.split(",") if r.strip())
             rows, info = trained_rows(args.train_seconds, args.runs, args.threads, Path(tmp), ratios,
-                                      args.distill_epochs)
+                                      args.distill_epochs, tuple(args.targets.split(",")))
             _print_trained(rows, f"{TRAINED} trained {info['train_s']:.0f} s ({info['steps']} steps of "
                                  f"{info['batch']}{', cached' if info['cached'] else ''}) on synthetic scenes; 200 "
                                  f"held-out scenes; batch 1, {args.threads} threads; compress {info['compress_s']:.0f} "

@@ -211,9 +211,9 @@ def _wrappers() -> tuple[type, type, type]:
 def _nms_without_if() -> Any:
     """Two torchvision functions traced as graphs that hold on every input. ``batched_nms``: one NMS over
     class-offset boxes, with no empty-input branch (see the module doc); the same boxes as torchvision's, empty
-    inputs included. ``BoxCoder.decode``: its reshapes ``(box_sum, -1)`` with the widths spelled out, because a -1
-    beside a 0 cannot be inferred: ONNX Runtime failed the whole graph on a frame with no proposal left
-    ("Input shape:{0,24}, requested shape:{0,-1}"). For the export of a two-stage graph only: it swaps attributes of
+    inputs included. ``BoxCoder.decode`` and ``clip_boxes_to_image``: without their reshapes to ``(n, -1)`` /
+    ``(n, C, -1)``, because a -1 beside a 0 cannot be inferred: ONNX Runtime failed the whole graph on a frame with no
+    proposal left ("Input shape:{0,24}, requested shape:{0,-1}"). For the export of a two-stage graph only: it swaps attributes of
     torchvision while the detector runs (export is single-threaded)."""
     torch = require("torch", "exporting a detector")
     from torchvision.models.detection import _utils as det_utils
@@ -230,12 +230,22 @@ def _nms_without_if() -> Any:
         rel_codes = rel_codes.reshape(concat_boxes.shape[0], width)
         return coder.decode_single(rel_codes, concat_boxes).reshape(concat_boxes.shape[0], width // 4, 4)
 
-    originals = box_ops.batched_nms, det_utils.BoxCoder.decode
-    box_ops.batched_nms, det_utils.BoxCoder.decode = batched_nms, decode
+    def clip_boxes_to_image(boxes: Any, size: Any) -> Any:
+        height, width = size
+        x = boxes[..., 0::2].clamp(min=0, max=width)
+        y = boxes[..., 1::2].clamp(min=0, max=height)
+        return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)  # no reshape to (0, C, -1)
+
+    patched = ((box_ops, "batched_nms", batched_nms), (det_utils.BoxCoder, "decode", decode),
+               (box_ops, "clip_boxes_to_image", clip_boxes_to_image))
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patched]
+    for owner, name, function in patched:
+        setattr(owner, name, function)
     try:
         yield
     finally:
-        box_ops.batched_nms, det_utils.BoxCoder.decode = originals
+        for owner, name, function in originals:
+            setattr(owner, name, function)
 
 
 # -- postprocessing (numpy) ------------------------------------------------------------------------
