@@ -247,9 +247,17 @@ class StaticQuantizer:
         if measuring:
             x = np.ascontiguousarray(x[:256], dtype=self._spec.dtype)
         reference = None
+        comparable = not _answers_vary_in_size(self._src)
         if not fleet.saturating:
             self.flavour = "u8s8"
             reason = f"every declared CPU ({fleet.describe()}) accumulates INT8 products in 32 bits: full-range U8S8"
+        elif not comparable:  # detections in the graph: outputs of data-dependent size cannot be compared row by row
+            self.flavour = FLEET_SAFE_FLAVOURS[0]
+            reason = (f"the fleet ({fleet.describe()}) may hold a CPU without VNNI, where full-range U8S8 saturates; "
+                      f"{self.flavour}, the first fleet-safe flavour (the graph's answers vary in size, so flavours "
+                      "are not compared)")
+            methods = methods[:1]
+            self.method = methods[0]
         else:
             from ..measure.latency import measure_latency  # a measuring helper, not orchestration
 
@@ -320,6 +328,13 @@ class StaticQuantizer:
         final = control.score(control.predict(lambda x: session.run([name], {self._spec.name: x})[0]))
         method = "edgeship sensitivity ranking + FP fallback" if fp_layers else "full INT8 within budget"
         return control.record(final, fp_layers, method, **extra)
+
+
+def _answers_vary_in_size(path: Path) -> bool:
+    """True when the graph decides how many rows it answers (NMS inside: a two-stage detector)."""
+    import onnx
+
+    return any(n.op_type == "NonMaxSuppression" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _predict(session: Any, input_name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:

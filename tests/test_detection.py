@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from edgeship import ConfigError, InputSpec, Preprocess, Recipe
 from edgeship.bundle.detector import Detector
-from edgeship.tasks.detection import batched_nms, box_parity, decode_boxes, head_layers, postprocess, prepare_detector
+from edgeship.tasks.detection import (batched_nms, box_parity, decode_boxes, head_layers, postprocess,
+                                      postprocessing_nodes, prepare_detector)
 from conftest import video_frames
 
 torch = pytest.importorskip("torch")
@@ -184,7 +185,12 @@ def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_pa
     heads = head_layers(bundle.source_onnx, two_stage=True)
     assert {"/".join(n.split("/")[2:4]) for n in heads} == {"rpn/head", "roi_heads/box_predictor"}, heads
     assert len([n for n in heads if "rpn" in n]) == 6 and len(heads) == 8  # objectness + deltas at 3 levels; 2 Gemms
-    assert bundle.artifact("onnxruntime-cpu", "int8")["options"]["fp_layers"] == heads
+    fp_layers = bundle.artifact("onnxruntime-cpu", "int8")["options"]["fp_layers"]
+    post = postprocessing_nodes(bundle.source_onnx)  # what carries pixel coordinates stays FP too
+    assert set(fp_layers) == set(heads) | set(post) and not set(heads) & set(post)
+    kinds = {n.name: n.op_type for n in graph.node}
+    assert {"NonMaxSuppression", "RoiAlign", "TopK"} <= {kinds[n] for n in post}
+    assert not {"Conv", "Gemm"} & {kinds[n] for n in post}  # the box head after RoIAlign stays INT8
     # a frame that leaves no proposal (every RPN box shrunk under min_size) answers no detections, on both runtimes
     starved = onnx.load(str(bundle.source_onnx))
     bias_names = {n.input[2] for n in starved.graph.node if n.name.startswith("/model/rpn/head/bbox_pred")}

@@ -291,12 +291,14 @@ def _check_node_names(onnx_path: Path, names: Sequence[str]) -> None:
 
 def _automatic_keep_fp(onnx_path: Path, head: Any) -> list[str]:
     """A detector's box and score heads stay in floating point by default (two-stage: the RPN's and the box
-    predictor's)."""
+    predictor's, and the postprocessing they feed)."""
     if head is None:
         return []
-    from ..tasks.detection import head_layers
+    from ..tasks.detection import head_layers, postprocessing_nodes
 
-    return head_layers(onnx_path, two_stage=head.family == "graph")
+    if head.family == "graph":  # and the postprocessing in the graph, which carries pixel coordinates
+        return sorted(set(head_layers(onnx_path, two_stage=True)) | set(postprocessing_nodes(onnx_path)))
+    return head_layers(onnx_path)
 
 
 def _check_calibration(calib: Any, spec: InputSpec, control: Any) -> dict[str, Any] | None:

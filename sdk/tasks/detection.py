@@ -444,6 +444,30 @@ def head_layers(onnx_path: Any, two_stage: bool = False) -> list[str]:
     return sorted(found)
 
 
+def postprocessing_nodes(onnx_path: Any) -> list[str]:
+    """A two-stage graph's postprocessing: every node fed, directly or not, by its heads (:func:`head_layers`),
+    except the conv/matmul layers (the box head after RoIAlign stays quantizable). Box decoding, top-k, NMS and
+    RoIAlign carry pixel coordinates: quantized, the trained 320 Faster R-CNN's boxes collapsed to ~(0, 0, 0, 195)
+    while its scores survived. These nodes stay FP with the heads."""
+    onnx = require("onnx", "finding a detector's postprocessing")
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    heads = set(head_layers(onnx_path, two_stage=True))
+    stack = [t for node in graph.node if node.name in heads for t in node.output]
+    found: set[str] = set()
+    while stack:
+        for node in consumers.get(stack.pop(), ()):
+            if node.name in found or node.name in heads:
+                continue
+            found.add(node.name)
+            stack.extend(node.output)
+    kinds = {node.name: node.op_type for node in graph.node}
+    return sorted(n for n in found if kinds[n] not in _PRODUCERS)
+
+
 def to_source_boxes(boxes: np.ndarray, source_hw: tuple[int, int], spec: Any) -> np.ndarray:
     """Boxes at the model's input size -> the source image's pixel coordinates (undo the spec's resize)."""
     from ..preprocess import letterbox_geometry
