@@ -26,9 +26,8 @@ import numpy as np
 
 from .._defaults import CALIBRATION_SIZE
 from ..errors import BundleIntegrityError, ConfigError
-from ..preprocess import MAX_IMAGE_PIXELS
 from ._draw import _draw, _Pool
-from ._images import _image_sample, _needs_preprocess, _pillow, _relative_name
+from ._images import _decode_image, _image_sample, _needs_preprocess, _pillow, _relative_name
 from ._select import Embed
 from ._set import CalibrationSet
 
@@ -133,19 +132,12 @@ def pack_index(source: str | os.PathLike) -> tuple[bytes, bytes | None]:
 
 
 def decode_png(data: bytes, channels: int, what: str) -> np.ndarray:
-    """PNG bytes -> (H, W, channels) uint8, refusing decompression bombs."""
-    from ..preprocess import to_channels
-
+    """PNG bytes -> (H, W, channels) uint8, as calibration decodes its image files (decompression bombs refused)."""
     image = _pillow()
     try:
-        with image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ConfigError(f"capture {what} is {img.width}x{img.height} pixels; at most {MAX_IMAGE_PIXELS}")
-            img.load()
-            arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+        return _decode_image(image, io.BytesIO(data), channels, what=f"capture {what}")
     except (OSError, SyntaxError, ValueError, EOFError, image.DecompressionBombError) as exc:
         raise BundleIntegrityError(f"capture {what}: the PNG does not decode ({type(exc).__name__}: {exc})") from None
-    return to_channels(arr, channels)
 
 
 def from_captures(

@@ -113,13 +113,14 @@ def _pillow() -> Any:
     return require("PIL.Image", "reading calibration images")
 
 
-def _decode_image(image_module: Any, path: Path, channels: int) -> np.ndarray:
-    """A file -> (H, W, channels) uint8 (first frame of multi-frame files; 16-bit gray -> its high byte)."""
+def _decode_image(image_module: Any, path: Any, channels: int, what: str | None = None) -> np.ndarray:
+    """A file (path or binary file object, named ``what`` in messages) -> (H, W, channels) uint8 (first frame of
+    multi-frame files; 16-bit gray -> its high byte)."""
     from ..preprocess import MAX_IMAGE_PIXELS
 
     with image_module.open(path) as img:  # the header only: the size is known before anything is decoded
         if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise ConfigError(f"{path.name} is {img.width}x{img.height} pixels; calibration images are at most "
+            raise ConfigError(f"{what or path.name} is {img.width}x{img.height} pixels; calibration images are at most "
                               f"{MAX_IMAGE_PIXELS} pixels")
         img.load()
         if img.mode.startswith("I;16"):
