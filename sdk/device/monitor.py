@@ -38,7 +38,7 @@ from ..calibration._checks import DRIFT_JS, Finding, _level, js_bits
 from ..errors import ConfigError
 from ..measure.fidelity import agrees
 from ..measure.stats import wilson_interval
-from ..tasks.postprocess import CONFIDENCE_BINS, Postprocess, confidences
+from ..tasks.postprocess import CONFIDENCE_BINS, Postprocess, confidence_bins, confidences
 
 if TYPE_CHECKING:
     from ..bundle.folder import Bundle
@@ -267,7 +267,7 @@ class Monitor:
             if inference.detections is not None:
                 self._boxes.extend(counts)
             else:
-                self._confidence.extend(np.clip((confidence * CONFIDENCE_BINS).astype(int), 0, CONFIDENCE_BINS - 1))
+                self._confidence.extend(confidence_bins(confidence))
                 self._classes.extend(int(c) for c in classes)
             self._since_check += n
             if self._since_check >= self.config.check_every and self.observed >= self.config.min_frames:

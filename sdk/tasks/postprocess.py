@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputValidationError
 
-__all__ = ["CONFIDENCE_BINS", "Postprocess", "confidences", "detection_results", "output_profile", "read_labels"]
+__all__ = ["CONFIDENCE_BINS", "Postprocess", "confidence_bins", "confidences", "detection_results", "output_profile", "read_labels"]
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,14 @@ def confidences(outputs: Mapping[str, np.ndarray], postprocess: Postprocess | No
     return scores.max(axis=1), scores.argmax(axis=1)
 
 
+def confidence_bins(confidence: np.ndarray) -> np.ndarray:
+    """The histogram bin (0 .. CONFIDENCE_BINS - 1) of each top-1 confidence."""
+    return np.clip((np.asarray(confidence) * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
+
+
 def output_profile(confidence: np.ndarray, classes: np.ndarray, n_classes: int) -> dict[str, Any]:
     """A classifier's answers as statistics: the top-1 confidence histogram and the class mix (counts)."""
-    bins = np.clip((np.asarray(confidence) * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
+    bins = confidence_bins(confidence)
     return {"samples": int(len(confidence)), "confidence": np.bincount(bins, minlength=CONFIDENCE_BINS).tolist(),
             "classes": np.bincount(np.asarray(classes, dtype=np.int64), minlength=n_classes).tolist()}
 
