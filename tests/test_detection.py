@@ -7,11 +7,14 @@ boxes against the torch model, INT8 boxes against FP32 boxes.
 
 from __future__ import annotations
 
+import json
+
 import edgeship
 import numpy as np
 import pytest
 from edgeship import ConfigError, InputSpec, Preprocess, Recipe
 from edgeship.bundle.detector import Detector
+from edgeship.bundle.folder import sha256_file
 from edgeship.tasks.detection import (batched_nms, box_parity, decode_boxes, head_layers, postprocess,
                                       postprocessing_nodes, prepare_detector)
 from conftest import video_frames
@@ -225,6 +228,19 @@ def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_pa
             got = detector([image])[0]
         assert 0 < len(got["boxes"]) <= 100 and np.isfinite(got["boxes"]).all()
         assert (got["boxes"] >= 0).all() and (got["boxes"] <= 320).all() and set(got["labels"]) <= set(range(1, 5))
+    # the self-test compares the boxes this untrained model does find (none scores >= 0.5), so boxes moved by
+    # 40 px fail it (compared from 0.5 it passed on an empty set, as a broken trained INT8 once did)
+    section = bundle.manifest["selftest"]
+    assert section["min_score"] < 0.5 and section["reference_boxes"] >= 16, section
+    assert f">= {section['min_score']:g}" in section["compared"]
+    assert all(r.passed for r in bundle.verify_outputs(precision="fp32"))
+    rel = section["references"][section["outputs"].index(next(n for n in section["outputs"] if "box" in n))]
+    np.save(bundle.path / rel, np.load(bundle.path / rel) + 40.0, allow_pickle=False)
+    manifest = json.loads((bundle.path / "manifest.json").read_text())
+    manifest["source"]["files"][rel] = sha256_file(bundle.path / rel)
+    (bundle.path / "manifest.json").write_text(json.dumps(manifest))
+    results = edgeship.open_bundle(bundle.path).verify_outputs(precision="fp32")
+    assert results and all(r.status == "failed" and r.reason.startswith("agreement") for r in results), results
 
 
 def test_detector_spec_errors(tmp_path):

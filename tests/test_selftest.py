@@ -390,6 +390,19 @@ def test_on_an_emulated_avx2_cpu_the_fleet_safe_bundle_passes_and_vnni_only_int8
 
 
 # -- detection bundles: boxes after edgeship's postprocessing, and the raw head outputs ----------------------
+def test_boxes_are_compared_from_a_score_the_reference_reaches():
+    from edgeship.bundle.selftest import detection_compare_score
+
+    def answers(*scores):
+        return [{"scores": np.asarray(s, dtype=np.float32)} for s in scores]
+
+    assert detection_compare_score(answers([0.9] * 10, [0.6] * 6, [0.1])) == (0.5, 16)  # enough confident boxes
+    # an undertrained detector: its 16th best box scores 0.337, compared from 0.33 (17 boxes reach it)
+    assert detection_compare_score(answers([0.45, 0.4] * 5, [0.337] * 6 + [0.331], [0.2] * 9)) == (0.33, 17)
+    assert detection_compare_score(answers([0.3, 0.2], [0.01] * 40)) == (0.05, 2)  # never below the floor
+    assert detection_compare_score(answers([], [])) == (0.05, 0)
+
+
 @pytest.mark.slow
 def test_a_detector_bundle_compares_boxes_and_raw_outputs(tmp_path):
     from test_detection import SSD_SPEC, _blocky_images, _detector

@@ -43,6 +43,8 @@ NO_SELFTEST = "no self-test in this bundle"
 FP32_RELATIVE_ERROR = 1e-3  # an FP32 artifact's max abs error, relative to the largest reference output
 DETECTION_FP32_MIN_AGREEMENT = 0.98  # boxes near the score threshold may flip even between two FP32 backends
 DETECTION_MIN_SCORE = 0.5  # boxes compared: the confident ones, as a camera application would keep
+DETECTION_MIN_COMPARED = 16  # fewer reference boxes than this at DETECTION_MIN_SCORE: compare at a lower score
+DETECTION_SCORE_FLOOR = 0.05  # ... but never below torchvision's box_score_thresh (noise below it)
 REDUCED_RELATIVE_ERROR = 0.05  # int8/fp16 outputs that are not class scores: max abs error relative to scale
 RUN_BATCH = 16  # golden inputs per call where the batch is dynamic (bounded memory for large inputs)
 LATENCY_RUNS, LATENCY_WARMUP = 50, 5
@@ -156,6 +158,10 @@ def build_selftest(root: Path, spec: "InputSpec", entries: list[dict[str, Any]],
                "compared": _compared(task, head, ref[names[0]] if not graph else None)}
     golden = Golden(inputs=inputs, references=ref, names=names, batch=batch, task=task, head=head, graph=graph,
                     scale=scale)
+    if task == "detection" and head is not None:
+        golden.min_score, section["reference_boxes"] = detection_compare_score(_detections(ref, golden))
+        section["min_score"] = golden.min_score
+        section["compared"] = _compared(task, head, None, golden.min_score, section["reference_boxes"])
     flags = cpu_flags()
     from ..targets import get_target_class
 
@@ -179,10 +185,36 @@ def build_selftest(root: Path, spec: "InputSpec", entries: list[dict[str, Any]],
     return section
 
 
-def _compared(task: str, head: Any, first: np.ndarray | None) -> str:
+def detection_compare_score(reference: Sequence[Mapping[str, np.ndarray]]) -> tuple[float, int]:
+    """(score from which boxes are compared, reference boxes at that score) for a detector's golden answers.
+
+    DETECTION_MIN_SCORE when the FP32 reference finds at least DETECTION_MIN_COMPARED boxes there; else the score
+    of its DETECTION_MIN_COMPARED-th best box (never below DETECTION_SCORE_FLOOR), so an undertrained detector
+    with no confident box is still compared on the boxes it does find instead of passing on an empty set.
+    """
+    scores = np.sort(np.concatenate([np.asarray(r["scores"], dtype=np.float64).ravel() for r in reference]
+                                    or [np.zeros(0)]))[::-1]
+    if int((scores >= DETECTION_MIN_SCORE).sum()) >= DETECTION_MIN_COMPARED:
+        threshold = DETECTION_MIN_SCORE
+    else:
+        kth = scores[DETECTION_MIN_COMPARED - 1] if len(scores) >= DETECTION_MIN_COMPARED else \
+            (scores[-1] if len(scores) else DETECTION_SCORE_FLOOR)
+        threshold = max(DETECTION_SCORE_FLOOR, math.floor(float(kth) * 100) / 100)
+    return float(threshold), int((scores >= threshold).sum())
+
+
+def _compared(task: str, head: Any, first: np.ndarray | None, min_score: float = DETECTION_MIN_SCORE,
+              reference_boxes: int | None = None) -> str:
     if task == "detection" and head is not None:
         boxes = (f"box agreement (2 x matched / all; IoU 0.5, same label) of detections scoring >= "
-                 f"{DETECTION_MIN_SCORE}, after edgeship's postprocessing")
+                 f"{min_score:g}, after edgeship's postprocessing")
+        if reference_boxes is not None:
+            boxes += f" ({reference_boxes} reference boxes)"
+            if min_score < DETECTION_MIN_SCORE:
+                boxes += (f" — below {DETECTION_MIN_SCORE:g}: the FP32 model has fewer than {DETECTION_MIN_COMPARED} "
+                          f"boxes >= {DETECTION_MIN_SCORE:g} on the golden inputs")
+            if reference_boxes == 0:
+                boxes += " — NOTHING IS COMPARED: the FP32 model finds no box on the golden inputs"
         if head.family == "graph":
             return boxes + " (postprocessing in the graph: box counts vary, raw outputs are not compared)"
         return boxes + "; max abs error of the raw head outputs"
@@ -227,6 +259,7 @@ class Golden:
     head: Any = None
     graph: bool = False
     scale: float = 1.0
+    min_score: float = DETECTION_MIN_SCORE  # detectors: boxes compared from this score (the manifest's min_score)
 
 
 def load_golden(bundle: "Bundle") -> Golden | None:
@@ -255,7 +288,14 @@ def load_golden(bundle: "Bundle") -> Golden | None:
             raise BundleIntegrityError(f"bundle {bundle.path}: a self-test reference does not have one row per input")
     return Golden(inputs=inputs, references=refs, names=names, batch=int(section.get("batch") or RUN_BATCH),
                   task=bundle.manifest.task, head=head, graph=counts is not None,
-                  scale=float(section.get("output_scale") or 1.0))
+                  scale=float(section.get("output_scale") or 1.0),
+                  min_score=_min_score(section.get("min_score", DETECTION_MIN_SCORE), bundle))
+
+
+def _min_score(value: Any, bundle: "Bundle") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise BundleIntegrityError(f"bundle {bundle.path}: selftest.min_score must be a score in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _read(bundle: "Bundle", rel: str) -> np.ndarray:
@@ -347,19 +387,22 @@ def compare(outputs: Mapping[str, Any], golden: Golden) -> tuple[float | None, f
     return None, error
 
 
-def _box_agreement(outputs: Mapping[str, Any], golden: Golden) -> float:
+def _detections(out: Mapping[str, Any], golden: Golden) -> list[dict[str, np.ndarray]]:
+    """A detector's raw outputs on the golden inputs as boxes per input, through edgeship's postprocessing."""
     from ..tasks.detection import postprocess
-    from ..tasks.metrics import box_agreement
 
     head = golden.head
-    order = [n for n in head.outputs] if all(n in outputs for n in head.outputs) else golden.names
+    order = [n for n in head.outputs] if all(n in out for n in head.outputs) else golden.names
+    if golden.graph:
+        return [postprocess([out[n][i] for n in order], head)[0] for i in range(len(golden.inputs))]
+    return postprocess([np.asarray(out[n]) for n in order], head)
 
-    def detections(out: Mapping[str, Any]) -> list[dict[str, np.ndarray]]:
-        if golden.graph:
-            return [postprocess([out[n][i] for n in order], head)[0] for i in range(len(golden.inputs))]
-        return postprocess([np.asarray(out[n]) for n in order], head)
 
-    return box_agreement(detections(outputs), detections(golden.references), iou=0.5, min_score=DETECTION_MIN_SCORE)
+def _box_agreement(outputs: Mapping[str, Any], golden: Golden) -> float:
+    from ..tasks.metrics import box_agreement
+
+    return box_agreement(_detections(outputs, golden), _detections(golden.references, golden), iou=0.5,
+                         min_score=golden.min_score)
 
 
 def judge(agreement: float | None, error: float | None, tolerance: Mapping[str, Any]) -> tuple[bool, str]:
