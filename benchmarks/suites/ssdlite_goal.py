@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -46,20 +47,23 @@ def train_ssdlite(train_seconds: float, cache_dir: Path | None = None, seed: int
 
 def train_scene_detector(name: str, train_seconds: float, *, cache_dir: Path | None = None, seed: int = 0,
                          batch: int = 16, lr: float = 2e-3, key_prefix: str | None = None,
-                         cache_name: str | None = None) -> tuple[Any, dict[str, Any]]:
-    """The torchvision detector ``name`` (random init) trained for ``train_seconds`` on the synthetic 320x320
-    conveyor scenes (AdamW), or its cached weights (.npz keyed by everything that shapes them); eval mode."""
+                         cache_name: str | None = None, build: Any = None,
+                         cosine: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The torchvision detector ``name`` (random init; ``build(num_classes)`` makes it when given) trained for
+    ``train_seconds`` on the synthetic 320x320 conveyor scenes (AdamW), or its cached weights (.npz keyed by
+    everything that shapes them); eval mode. ``cosine``: the learning rate follows a cosine over the time budget."""
     from ..._defaults import cache_dir as default_cache_dir
     from ...demo.synthetic import SCENES_VERSION, _recalibrate_batchnorm, make_scenes
 
     torch = require("torch", "training a scene detector")
     D = require("torchvision.models.detection", "training a scene detector")
     scene = _scene()
-    prefix = key_prefix or f"{name}-b{batch}-lr{lr:g}-v1"
+    prefix = (key_prefix or f"{name}-b{batch}-lr{lr:g}-v1") + ("-cosine" if cosine else "")
     key = hashlib.sha256(f"{prefix}|{SCENES_VERSION}|{scene}|{float(train_seconds):g}|{seed}|{torch.__version__}".encode())
     path = (cache_dir or default_cache_dir()) / f"{cache_name or 'synthetic_' + name}_{key.hexdigest()[:12]}.npz"
     torch.manual_seed(seed)
-    model = getattr(D, name)(weights=None, weights_backbone=None, num_classes=scene.num_classes)
+    model = build(scene.num_classes) if build is not None else \
+        getattr(D, name)(weights=None, weights_backbone=None, num_classes=scene.num_classes)
     stored = load_npz_cache(path, f"{name} weights")
     if stored is not None:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items() if not k.startswith("_")})
@@ -73,6 +77,9 @@ def train_scene_detector(name: str, train_seconds: float, *, cache_dir: Path | N
     model.train()
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < train_seconds:
+        if cosine:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.perf_counter() - start) / train_seconds)))
         idx = torch.randint(0, len(images), (batch,), generator=generator).tolist()
         x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div_(255)
         loss = sum(model(list(x), [targets[i] for i in idx]).values())
