@@ -11,6 +11,7 @@ from .benchmarks import Report, benchmark
 from .build.accuracy import sensitivity
 from .build.compress import compress
 from .build.prune import Prune
+from .build.qat import QAT
 from .build.recipe import Recipe
 from .bundle.folder import Bundle, open_bundle
 from .device.choice import load
@@ -51,6 +52,7 @@ __all__ = [
     "MissingDependencyError",
     "Preprocess",
     "Prune",
+    "QAT",
     "Recipe",
     "Report",
     "Runtime",

@@ -236,3 +236,102 @@ def float16_graph(src: Path, dst: Path) -> None:
         onnx.save(model, str(dst))
     except Exception as exc:
         raise CompileError(f"converting the graph to float16 failed: {exc}") from exc
+
+
+FAKE_QUANTIZE_DOMAIN = "org.openvinotoolkit"  # where NNCF's torch export puts its FakeQuantize op
+
+
+def has_fake_quantize(path: Path) -> bool:
+    """Whether the ONNX graph at ``path`` holds NNCF FakeQuantize nodes (a quantization-aware-trained graph)."""
+    onnx = require("onnx", "reading ONNX graphs")
+    return any(n.op_type == "FakeQuantize" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def fake_quantize_to_qdq(src: Path, dst: Path) -> int:
+    """NNCF's FakeQuantize nodes (``src``) as ONNX Q/DQ, all uint8 (U8U8: no AVX2 saturation, exact on any CPU);
+    returns how many were converted.
+
+    FakeQuantize(x, lo, hi, lo, hi, levels) rounds ``(x - lo) / s`` to 0..levels-1 with ``s = (hi - lo) /
+    (levels - 1)``: that is QuantizeLinear(scale s, zero point -lo / s) when -lo / s is an integer in 0..255, which
+    NNCF's ranges are (unsigned: lo = 0; signed: 128 or 127 steps below zero). A constant input (weights) becomes
+    its uint8 values and one DequantizeLinear, per output channel where the range is; an activation a
+    QuantizeLinear + DequantizeLinear pair (its levels must be 256, the uint8 range).
+    """
+    onnx = require("onnx", "converting a QAT graph")
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    nodes, converted, added = [], 0, []
+    for node in graph.node:
+        if node.op_type != "FakeQuantize":
+            nodes.append(node)
+            continue
+        levels = next((a.i for a in node.attribute if a.name == "levels"), 256)
+        x, lo_name, hi_name, olo_name, ohi_name = node.input
+        try:
+            lo, hi = consts[lo_name].astype(np.float64), consts[hi_name].astype(np.float64)
+            if not (np.array_equal(consts[olo_name], consts[lo_name]) and np.array_equal(consts[ohi_name],
+                                                                                           consts[hi_name])):
+                raise KeyError(node.name)
+        except KeyError:
+            raise CompileError(f"QAT graph: FakeQuantize {node.name!r} has ranges that are not constants equal on "
+                               "input and output; edgeship converts only NNCF's own") from None
+        scale = (hi - lo) / (levels - 1)
+        zero = -lo / np.where(scale > 0, scale, 1.0)
+        if levels > 256 or not np.all(scale > 0) or np.abs(zero - np.round(zero)).max() > 1e-3 \
+                or zero.min() < -0.5 or zero.max() > 255.5:
+            raise CompileError(f"QAT graph: FakeQuantize {node.name!r} (levels {levels}) is not an 8-bit range with "
+                               "an integer zero point")
+        zero = np.round(zero).astype(np.uint8)
+        base = f"{node.name or node.output[0]}_qdq"
+        per_channel = scale.size > 1
+        scale_t = scale.astype(np.float32).reshape(-1) if per_channel else np.float32(scale.reshape(-1)[0])
+        zero_t = zero.reshape(-1) if per_channel else np.uint8(zero.reshape(-1)[0])
+        axis = [helper.make_attribute("axis", 0)] if per_channel else []
+        added += [numpy_helper.from_array(np.asarray(scale_t, np.float32), f"{base}_scale"),
+                  numpy_helper.from_array(np.asarray(zero_t, np.uint8), f"{base}_zero")]
+        if x in consts:  # weights: stored as uint8, dequantized once
+            w = consts[x].astype(np.float64)
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            s, z = scale.reshape(shape) if per_channel else scale.reshape(()), zero.reshape(shape) if per_channel \
+                else zero.reshape(())
+            q = np.clip(np.round(w / s) + z.astype(np.float64), 0, levels - 1).astype(np.uint8)
+            added.append(numpy_helper.from_array(q, f"{base}_q"))
+            dq = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero"], list(node.output),
+                                  name=f"{base}_dq")
+            dq.attribute.extend(axis)
+            nodes.append(dq)
+        else:
+            if levels != 256:
+                raise CompileError(f"QAT graph: activation FakeQuantize {node.name!r} has {levels} levels; "
+                                   "ONNX Q/DQ needs 256")
+            q = helper.make_node("QuantizeLinear", [x, f"{base}_scale", f"{base}_zero"], [f"{base}_q"], name=f"{base}_q")
+            dq = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero"],
+                                  list(node.output), name=f"{base}_dq")
+            q.attribute.extend(axis)
+            dq.attribute.extend(axis)
+            nodes += [q, dq]
+        converted += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(added)
+    used = {i for n in graph.node for i in n.input}  # the ranges' Constant nodes, now read by nothing
+    kept_nodes = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    # weights now stored quantized: drop their float copies
+    kept = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    opsets = [o for o in model.opset_import if o.domain != FAKE_QUANTIZE_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
+    if not any(o.domain in ("", "ai.onnx") and o.version >= 13 for o in model.opset_import):
+        raise CompileError("QAT graph: per-channel Q/DQ needs ONNX opset >= 13")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return converted

@@ -80,6 +80,9 @@ class CompileRequest:
     fleet: "Fleet | None" = None
     calibration_method: str = "auto"
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: ``onnx_path`` already holds its INT8 ranges (NNCF FakeQuantize ops of a quantization-aware-trained graph):
+    #: compile it as it is, no calibration, no FP fallback
+    quantized: bool = False
 
 
 class Target(ABC):

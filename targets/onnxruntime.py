@@ -85,6 +85,19 @@ class ONNXRuntimeCPU(Target):
         options: dict[str, Any] = {"execution_provider": "CPUExecutionProvider"}
         if precision == "fp32":
             shutil.copyfile(onnx_path, out_dir / "model.onnx")
+        elif precision == "int8" and request.quantized:  # a QAT graph: its trained ranges as U8U8 Q/DQ
+            from ._onnx_graphs import fake_quantize_to_qdq
+
+            converted = fake_quantize_to_qdq(onnx_path, out_dir / "model.onnx")
+            options.update(quant_format="QDQ", int8_flavour="u8u8-qat", calibration_method="trained ranges",
+                           activations="uint8", weights="uint8 per-channel, zero point from the trained range",
+                           quantizer=f"quantization-aware training (NNCF FakeQuantize -> Q/DQ, {converted} nodes)",
+                           flavour_choice={"flavour": "u8u8-qat", "reason": "uint8 weights cannot saturate without "
+                                           "VNNI, and hold NNCF's 8-bit ranges exactly"}, fp_layers=[])
+            if accuracy is not None:
+                artifact = Artifact(self.name, precision, ["model.onnx"], {"onnxruntime": ort.__version__}, options)
+                value = accuracy.score(self.validation_outputs(out_dir, artifact, spec, accuracy))
+                options["accuracy"] = accuracy.record(value, [], "quantization-aware training")
         elif precision == "int8":
             if calibration is None:
                 raise ConfigError("int8 on onnxruntime-cpu needs calibration data")

@@ -96,7 +96,11 @@ class OpenVINOCPU(Target):
         options: dict[str, Any] = {"device": DEVICE,
                                    "inputs": [_onnx_name(p, spec.name) for p in model.inputs],
                                    "outputs": [_onnx_name(p, None) for p in model.outputs]}
-        if precision == "int8":
+        if precision == "int8" and request.quantized:  # a QAT graph: its FakeQuantize ops are OpenVINO's own
+            options.update(inference_precision="f32", quantizer="quantization-aware training (NNCF FakeQuantize)",
+                           int8_flavour="qat fake-quantize", calibration_method="trained ranges",
+                           fp_layers=_float_layers(model))
+        elif precision == "int8":
             if calibration is None:
                 raise ConfigError("int8 on openvino-cpu needs calibration data")
             nncf = require("nncf", "INT8 quantization")
@@ -151,7 +155,8 @@ class OpenVINOCPU(Target):
         )
         if accuracy is not None and precision == "int8":
             value = accuracy.score(self.validation_outputs(out_dir, artifact, spec, accuracy))
-            options["accuracy"] = accuracy.record(value, _float_layers(model), "nncf.quantize_with_accuracy_control")
+            options["accuracy"] = accuracy.record(value, _float_layers(model), "quantization-aware training"
+                                                  if request.quantized else "nncf.quantize_with_accuracy_control")
         return artifact
 
     def load(self, root: Path, artifact: Artifact, spec: "InputSpec", **options: Any) -> "OpenVINORuntime":

@@ -228,6 +228,25 @@ def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_pa
             got = detector([image])[0]
         assert 0 < len(got["boxes"]) <= 100 and np.isfinite(got["boxes"]).all()
         assert (got["boxes"] >= 0).all() and (got["boxes"] <= 320).all() and set(got["labels"]) <= set(range(1, 5))
+    # stream runs a two-stage bundle like any detector: each frame's line holds the Detector's boxes
+    cv2 = pytest.importorskip("cv2")
+    from edgeship.device.stream import run_stream
+
+    video = tmp_path / "line.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (320, 320))
+    for frame in _blocky_images(2, 320, 320, seed=11):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    lines = []
+    stats = run_stream(bundle.path, str(video), tmp_path / "out.jsonl", target="openvino-cpu", precision="fp32",
+                       on_result=lines.append)
+    with Detector(bundle, "openvino-cpu", "fp32") as detector:
+        expected = detector(video_frames(video, cv2.COLOR_BGR2RGB))
+    assert stats.processed == 2 and len(lines) == 2
+    for line, want in zip(lines, expected):
+        got = line["results"][0]["detections"]
+        assert len(got) == len(want["boxes"]) > 0
+        np.testing.assert_allclose([d["box"] for d in got], want["boxes"], atol=0.01)
     # the self-test compares the boxes this untrained model does find (none scores >= 0.5), so boxes moved by
     # 40 px fail it (compared from 0.5 it passed on an empty set, as a broken trained INT8 once did)
     section = bundle.manifest["selftest"]

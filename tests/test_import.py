@@ -165,6 +165,7 @@ PUBLIC_API = [
     "MissingDependencyError",
     "Preprocess",
     "Prune",
+    "QAT",
     "Recipe",
     "Report",
     "Runtime",

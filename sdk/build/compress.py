@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -38,6 +40,7 @@ def compress(
     precision: str | Sequence[str] = "int8",
     recipe: Recipe | None = None,
     finetune: Callable[[Any], Any] | None = None,
+    qat_train: Callable[[Any], Any] | None = None,
     validation: tuple[Any, Any] | None = None,
     metric: str | Callable[[np.ndarray, np.ndarray], float] | None = None,
     preprocess_calibration: bool = False,
@@ -57,6 +60,8 @@ def compress(
             detector's backbone is pruned, its heads are kept whole), and each target's compile options
             (``Recipe(target_options={"tensorrt-jetson": {"dla_core": 1}})``; only for targets in ``targets``).
         finetune: ``finetune(pruned_model) -> model``, called after pruning (your own training).
+        qat_train: ``qat_train(fake_quantized_model) -> model``: your own training loop for ``recipe.qat``
+            instead of the label-free distillation (edgeship.build.qat).
         validation: (inputs, labels) for the accuracy budget ``recipe.max_drop``.
         metric: overrides ``recipe.metric`` (a name, or ``f(predictions, labels) -> float in [0, 1]``).
         preprocess_calibration: the calibration (and validation) inputs are raw images; apply the
@@ -90,6 +95,20 @@ def compress(
         _detector_size(model, input_spec)
     if finetune is not None and prune_cfg is None:
         raise ConfigError("finetune is called after pruning; set recipe=Recipe(prune=Prune(...)) or drop finetune")
+    if recipe.qat is not None:
+        if "int8" not in precisions:
+            raise ConfigError("Recipe.qat trains the model for INT8; add 'int8' to precision or drop qat")
+        if is_onnx_path(model):
+            raise ConfigError("quantization-aware training needs the torch model (an nn.Module), not an ONNX file")
+        not_cpu = [t for t in targets if t not in CPU_TARGETS]
+        if not_cpu:
+            raise ConfigError(f"a QAT graph compiles for {list(CPU_TARGETS)}; {not_cpu} would not run it — drop "
+                              "Recipe.qat or those targets")
+        if recipe.keep_fp:
+            raise ConfigError("Recipe.keep_fp names ONNX layers to leave in FP; a QAT graph quantizes the layers NNCF "
+                              "chose while training — drop keep_fp or qat")
+    if qat_train is not None and recipe.qat is None:
+        raise ConfigError("qat_train is the training loop of Recipe(qat=QAT(...)); set recipe.qat or drop qat_train")
     needs_calib = "int8" in precisions or (
         prune_cfg is not None and (prune_cfg.importance == "taylor" or prune_cfg.recover == "distill"))
     calib = None
@@ -133,17 +152,35 @@ def compress(
                 keep_fp = _automatic_keep_fp(tmp / SOURCE_ONNX, head)
             bar.advance(task)
             entries = []
+            qat = _QATGraph(model, spec, recipe, tmp, source_files, calibration, preprocess_calibration, qat_train,
+                            cpus, show_progress)
             for name, backend in backends.items():
                 for p in precisions:
                     bar.update(task, description=f"compile {name} {p}")
                     rel_dir = Path(name) / p
-                    request = CompileRequest(tmp / SOURCE_ONNX, spec, p, calib,
+                    always_qat = p == "int8" and recipe.qat is not None and control is None
+                    request = CompileRequest(qat.path() if always_qat else tmp / SOURCE_ONNX, spec, p, calib,
                                              accuracy=control if p == "int8" else None,
-                                             keep_fp=tuple(keep_fp) if p == "int8" else (), fleet=cpus,
-                                             calibration_method=recipe.calibration_method,
-                                             options=dict(recipe.target_options.get(name, {})))
-                    artifact = backend.compile(request, tmp / rel_dir)
-                    record = artifact.options.get("accuracy")
+                                             keep_fp=tuple(keep_fp) if p == "int8" and not always_qat else (),
+                                             fleet=cpus, calibration_method=recipe.calibration_method,
+                                             options=dict(recipe.target_options.get(name, {})), quantized=always_qat)
+                    try:
+                        artifact = backend.compile(request, tmp / rel_dir)
+                        record = artifact.options.get("accuracy")
+                    except AccuracyBudgetError as exc:  # no INT8/FP mix met it; with QAT there is one more try
+                        if not (p == "int8" and recipe.qat is not None and control is not None):
+                            raise
+                        shutil.rmtree(tmp / rel_dir, ignore_errors=True)
+                        best = max(exc.trials or [{"value": float("nan"), "drop_pts": float("nan")}],
+                                   key=lambda t: t.get("value", float("-inf")))
+                        artifact, record = None, {"met": False, "fp_layers": [], "value": best.get("value"),
+                                                  "drop_pts": best.get("drop_pts"), "error": str(exc)}
+                    if p == "int8" and recipe.qat is not None:
+                        if artifact is not None:
+                            artifact.options["int8_from"] = "qat" if always_qat else "post-training"
+                        if not always_qat and (not record["met"] or record["fp_layers"]):
+                            artifact, record = _try_qat(backend, request, qat, tmp, rel_dir, artifact, record)
+                        qat.used_by(name, artifact.options["int8_from"] == "qat")
                     if record is not None and not record["met"]:
                         raise AccuracyBudgetError(
                             f"{name} int8 loses {record['drop_pts']:.2f} points of {record['metric']} "
@@ -179,12 +216,80 @@ def compress(
                             "profile": _calibration_profile(tmp / SOURCE_ONNX, spec, calib, head)}
             if calib is not None else None,
             "pruning": pruning,
+            "qat": qat.summary(),
             "complexity": _complexity(exported, input_spec),
             "artifacts": entries,
             "selftest": selftest,
         }
         write_manifest(tmp, manifest)
     return Bundle.open(output)
+
+
+def _try_qat(backend: Any, request: CompileRequest, qat: "_QATGraph", tmp: Path, rel_dir: Path, artifact: Any,
+             record: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Post-training INT8 needed FP layers (or missed the budget even with them): compile from the QAT graph too and
+    keep the better one — the budget met, then the fewer FP layers (the faster INT8); a tie stays post-training."""
+    console.log(f"{backend.name} int8: post-training INT8 {'meets' if record['met'] else 'misses'} the budget with "
+                f"{len(record['fp_layers'])} layers in FP (drop {record['drop_pts']} points); trying "
+                "quantization-aware training")
+    alt = tmp / f"{rel_dir.as_posix()}-qat"
+    trained = backend.compile(dataclasses.replace(request, onnx_path=qat.path(), quantized=True, keep_fp=()), alt)
+    q = trained.options["accuracy"]
+    better = artifact is None or (q["met"] and (not record["met"] or len(q["fp_layers"]) < len(record["fp_layers"])))
+    ptq = {k: record.get(k) for k in ("value", "drop_pts", "met", "fp_layers", "error") if k in record}
+    qat_result = {k: q[k] for k in ("value", "drop_pts", "met", "fp_layers")}
+    if better:
+        shutil.rmtree(tmp / rel_dir, ignore_errors=True)
+        alt.rename(tmp / rel_dir)
+        artifact, record = trained, q
+    else:
+        shutil.rmtree(alt)
+    record["post_training"], record["qat"] = ptq, qat_result
+    artifact.options["int8_from"] = "qat" if better else "post-training"
+    return artifact, record
+
+
+QAT_ONNX = "qat.onnx"  # the QAT-trained fake-quantized graph (NNCF FakeQuantize ops), source of INT8 made from it
+
+
+class _QATGraph:
+    """The QAT-trained fake-quantized graph, made on first use (``recipe.qat``), hashed into the bundle's source files."""
+
+    def __init__(self, model: Any, spec: InputSpec, recipe: Recipe, tmp: Path, source_files: dict[str, str],
+                 calibration: Any, preprocess: bool, train: Callable[[Any], Any] | None, fleet: Any,
+                 show_progress: bool) -> None:
+        self.model, self.spec, self.config, self.tmp, self.source_files = model, spec, recipe.qat, tmp, source_files
+        self.fleet = fleet
+        self.calibration, self.preprocess, self.train, self.show_progress = calibration, preprocess, train, show_progress
+        self.info: dict[str, Any] | None = None
+        self.targets: dict[str, str] = {}
+
+    def path(self) -> Path:
+        if self.info is None:
+            from ..calibration import collect
+            from .qat import export_qat_graph, quantization_aware_train
+
+            onnx = require("onnx", "quantization-aware training")
+            data = collect(self.calibration, self.spec, size=self.config.samples, seed=self.config.seed,
+                           preprocess=self.preprocess).as_batch()
+            trained, self.info = quantization_aware_train(self.model, data, self.config, train=self.train,
+                                                          saturating_fleet=self.fleet.saturating,
+                                                          show_progress=self.show_progress)
+            names = [o.name for o in onnx.load(str(self.tmp / SOURCE_ONNX), load_external_data=False).graph.output]
+            export_qat_graph(trained, self.spec, self.tmp / QAT_ONNX, names)
+            self.source_files[QAT_ONNX] = sha256_file(self.tmp / QAT_ONNX)
+            self.info["graph"] = QAT_ONNX
+        return self.tmp / QAT_ONNX
+
+    def used_by(self, target: str, qat: bool) -> None:
+        self.targets[target] = "qat" if qat else "post-training"
+
+    def summary(self) -> dict[str, Any] | None:
+        """The manifest's ``qat``: None without ``recipe.qat``; else its config, what it measured, and per target
+        whether the INT8 artifact came from it."""
+        if self.config is None:
+            return None
+        return {"config": self.config.to_dict(), **(self.info or {"trained": False}), "int8_from": self.targets}
 
 
 PROFILE_OUTPUT_SAMPLES = 1000  # calibration samples (at most) the FP32 reference answers for the output profile

@@ -11,6 +11,7 @@ from .._defaults import CALIBRATION_SIZE
 from .._fleet import check_cpus
 from ..errors import ConfigError
 from .prune import Prune
+from .qat import QAT
 
 RECIPE_SCHEMA_VERSION = 1
 CALIBRATION_METHODS = ("auto", "minmax", "percentile", "entropy")
@@ -25,7 +26,11 @@ class Recipe:
         seed: seed of the calibration subset draw.
         prune: structured pruning before export (None: no pruning).
         max_drop: accuracy budget for INT8, in percentage points of ``metric`` on the validation
-            data given to ``compress``; layers return to floating point until it holds.
+            data given to ``compress``; layers return to floating point until it holds, and when no mix of
+            INT8 and FP layers does and ``qat`` is set, quantization-aware training is tried next.
+        qat: quantization-aware training before INT8 (``QAT(epochs=..., lr=...)``; classifiers). Without
+            ``max_drop`` every INT8 artifact is compiled from the QAT weights; with it, only when post-training
+            INT8 (with FP fallback) misses the budget. The manifest's ``qat`` says which one met it.
         metric: the metric of ``max_drop`` ("top1", "top5").
         keep_fp: ONNX node names INT8 leaves in floating point; None = automatic (a detector's
             box and score heads, found from the graph), () = quantize everything.
@@ -48,6 +53,7 @@ class Recipe:
     seed: int = 0
     prune: Prune | None = None
     max_drop: float | None = None
+    qat: QAT | None = None
     metric: str = "top1"
     keep_fp: tuple[str, ...] | None = None
     cpus: str | tuple[str, ...] = "x86-64-v3"
@@ -76,6 +82,8 @@ class Recipe:
         object.__setattr__(self, "cpus", cpus[0] if len(cpus) == 1 else cpus)
         if self.prune is not None and not isinstance(self.prune, Prune):
             raise ConfigError(f"Recipe.prune must be an edgeship.Prune, got {type(self.prune).__name__}")
+        if self.qat is not None and not isinstance(self.qat, QAT):
+            raise ConfigError(f"Recipe.qat must be an edgeship.QAT, got {type(self.qat).__name__}")
         if isinstance(self.selftest_samples, bool) or not isinstance(self.selftest_samples, int) \
                 or self.selftest_samples < 1:
             raise ConfigError(f"Recipe.selftest_samples must be an int >= 1, got {self.selftest_samples!r}")
@@ -92,6 +100,7 @@ class Recipe:
             "seed": self.seed,
             "prune": self.prune.to_dict() if self.prune is not None else None,
             "max_drop": self.max_drop,
+            "qat": self.qat.to_dict() if self.qat is not None else None,
             "metric": self.metric,
             "keep_fp": list(self.keep_fp) if self.keep_fp is not None else None,
             "cpus": self.cpus if isinstance(self.cpus, str) else list(self.cpus),
@@ -114,16 +123,8 @@ class Recipe:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown recipe keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        prune = data.pop("prune", None)
-        if prune is not None:
-            if not isinstance(prune, dict):
-                raise ConfigError(f"recipe 'prune' must be a table, got {prune!r}")
-            prune_known = {f.name for f in fields(Prune)}
-            bad = set(prune) - prune_known
-            if bad:
-                raise ConfigError(f"unknown prune keys {sorted(bad)}; expected a subset of {sorted(prune_known)}")
-            prune = Prune(**prune)
-        return cls(**data, prune=prune)
+        prune, qat = _table(data.pop("prune", None), Prune, "prune"), _table(data.pop("qat", None), QAT, "qat")
+        return cls(**data, prune=prune, qat=qat)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "Recipe":
@@ -144,6 +145,19 @@ class Recipe:
             raise ConfigError(f"recipe file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"recipe {path} is not valid TOML: {exc}") from None
+
+
+def _table(value: Any, cls: type, key: str) -> Any:
+    """A recipe sub-table (``[prune]``, ``[qat]``) as its dataclass; unknown keys list the known ones."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"recipe '{key}' must be a table, got {value!r}")
+    known = {f.name for f in fields(cls)}
+    bad = set(value) - known
+    if bad:
+        raise ConfigError(f"unknown {key} keys {sorted(bad)}; expected a subset of {sorted(known)}")
+    return cls(**value)
 
 
 class _FrozenMapping(Mapping[str, Any]):

@@ -103,6 +103,11 @@ class Manifest(dict):
         return dict(self.get("pruning") or {})
 
     @property
+    def qat(self) -> dict[str, Any]:
+        """Quantization-aware training (config, fake-quant error, per target whether INT8 came from it); {} if none."""
+        return dict(self.get("qat") or {})
+
+    @property
     def complexity(self) -> dict[str, Any]:
         """``params`` and ``macs`` of the exported model; {} when they were not counted."""
         return dict(self.get("complexity") or {})
@@ -197,7 +202,7 @@ def _check(manifest: Any, where: Path) -> None:
     if source["file"] not in source["files"]:
         raise BundleIntegrityError(f"{where}: source.file {source['file']!r} is not among the hashed source.files")
     _check_selftest(manifest.get("selftest"), source["files"], where)
-    for key in ("pruning", "complexity", "calibration"):
+    for key in ("pruning", "qat", "complexity", "calibration"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             raise BundleIntegrityError(f"{where}: '{key}' must be an object or null, got {manifest[key]!r:.80}")
     if not isinstance(manifest.get("source_fingerprint", ""), (str, type(None))):
