@@ -8,12 +8,12 @@ post-training INT8 loses points on trained networks.
 
 from __future__ import annotations
 
-import copy
-
 import edgeship
 import numpy as np
 import pytest
 from edgeship import QAT, ConfigError, Recipe, demo
+
+from edgeship.benchmarks.suites.qat import outlier_channels
 
 from conftest import SMALL_SPEC
 
@@ -21,17 +21,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("nncf")
 
 OUTLIER = 30.0
-
-
-def outlier_channels(model, scale: float = OUTLIER):
-    """``model`` (the digits CNN) with channel 0 of every block ``scale`` times larger, compensated downstream."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for bn, consumer in ((1, 4), (5, 8), (9, 13)):
-            model[bn].weight[0] *= scale
-            model[bn].bias[0] *= scale
-            model[consumer].weight[:, 0] /= scale
-    return model.eval()
 
 
 def _top1(bundle, target, precision, x, y) -> float:
@@ -72,7 +61,7 @@ def test_qat_needs_int8_and_the_torch_model(digits_model, small_onnx, tmp_path):
 
 @pytest.fixture(scope="module")
 def outlier_model(digits_model, digits_data):
-    model = outlier_channels(digits_model)
+    model = outlier_channels(digits_model, OUTLIER)
     x = demo.DIGITS_SPEC.apply_preprocess(digits_data[2])
     with torch.no_grad():
         a, b = digits_model(torch.from_numpy(x)), model(torch.from_numpy(x))
