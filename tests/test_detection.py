@@ -247,6 +247,28 @@ def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_pa
         got = line["results"][0]["detections"]
         assert len(got) == len(want["boxes"]) > 0
         np.testing.assert_allclose([d["box"] for d in got], want["boxes"], atol=0.01)
+    # and serve answers a PNG with the same boxes
+    import threading
+    import urllib.request
+
+    from edgeship.device.serve import ModelServer
+
+    server = ModelServer(bundle.path, "127.0.0.1", 0, target="openvino-cpu", precision="fp32")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/predict"
+        req = urllib.request.Request(url, data=_png(image), headers={"Content-Type": "image/png"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            served = json.loads(resp.read())["results"][0]["detections"]
+    finally:
+        server.uvicorn.should_exit = True
+        thread.join(timeout=30)
+        server.close()
+    with Detector(bundle, "openvino-cpu", "fp32") as detector:
+        want = detector([image])[0]
+    assert len(served) == len(want["boxes"]) > 0
+    np.testing.assert_allclose([d["box"] for d in served], want["boxes"], atol=0.01)
     # the self-test compares the boxes this untrained model does find (none scores >= 0.5), so boxes moved by
     # 40 px fail it (compared from 0.5 it passed on an empty set, as a broken trained INT8 once did)
     section = bundle.manifest["selftest"]
@@ -260,6 +282,35 @@ def test_two_stage_detector_is_exported_whole_matches_torch_and_quantizes(tmp_pa
     (bundle.path / "manifest.json").write_text(json.dumps(manifest))
     results = edgeship.open_bundle(bundle.path).verify_outputs(precision="fp32")
     assert results and all(r.status == "failed" and r.reason.startswith("agreement") for r in results), results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn"])
+def test_two_stage_fp32_returns_torchvisions_boxes_at_512(name, tmp_path):
+    """The users' Faster R-CNNs at 512: the FP32 graph on both CPU targets returns torchvision's own boxes, scores and
+    labels. Batch-norm statistics come from real scenes first: at random init mobilenet_v3_large_fpn otherwise
+    scores every box alike, and which of the tied boxes come first is arbitrary."""
+    from edgeship.demo.synthetic import _recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = getattr(D, name)(weights=None, weights_backbone=None, num_classes=6, min_size=512, max_size=512).eval()
+    images = _blocky_images(9, 512, 512, seed=6)
+    _recalibrate_batchnorm(model, np.stack(images[:8]), 4)
+    model.eval()
+    spec = InputSpec(shape=(1, 3, 512, 512), preprocess=Preprocess(
+        scale=1 / 255, mean=tuple(model.transform.image_mean), std=tuple(model.transform.image_std), resize="stretch"))
+    bundle = edgeship.compress(model, input_spec=spec, precision="fp32", output=tmp_path / "m.edgeship",
+                               recipe=Recipe(selftest_samples=2), show_progress=False)  # 2 golden inputs: time
+    image = images[8]
+    with torch.no_grad():
+        ref = {k: v.numpy() for k, v in model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])[0].items()}
+    assert len(ref["boxes"]) > 10 and len(np.unique(ref["scores"].round(5))) > 10  # not a set of tied scores
+    for target in ("onnxruntime-cpu", "openvino-cpu"):
+        with Detector(bundle, target, "fp32") as detector:
+            got = detector([image])[0]
+        parity = box_parity(ref, got)
+        assert parity["recall"] >= 0.99 and parity["precision"] >= 0.99, (target, parity)
+        assert parity["score_correlation"] > 0.999, (target, parity)
 
 
 def test_detector_spec_errors(tmp_path):
