@@ -68,6 +68,11 @@ def _recipe(args: argparse.Namespace):
         recipe = dataclasses.replace(recipe, max_drop=args.max_drop)
     if args.metric is not None:
         recipe = dataclasses.replace(recipe, metric=args.metric)
+    if getattr(args, "qat", None) is not None:
+        from .build.qat import QAT
+
+        base = recipe.qat.to_dict() if recipe.qat is not None else {}
+        recipe = dataclasses.replace(recipe, qat=QAT(**{**base, "epochs": args.qat}))
     if args.prune is not None or args.prune_latency_ms is not None:
         base = recipe.prune.to_dict() if recipe.prune is not None else {}
         base.update(ratio=args.prune, latency_ms=args.prune_latency_ms)

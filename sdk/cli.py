@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prune-importance", choices=["l1", "l2", "bn_scale", "taylor"], default=None)
     c.add_argument("--prune-protect", default=None, help="comma-separated module names never pruned")
     c.add_argument("--distill", action="store_true", help="recover the pruned model by label-free distillation")
+    c.add_argument("--qat", type=int, default=None, metavar="EPOCHS",
+                   help="quantization-aware training for INT8, label-free, this many epochs (torch classifiers; with "
+                        "--max-drop only when post-training INT8 needs FP layers)")
     c.add_argument("--max-drop", type=float, default=None,
                    help="INT8 accuracy budget in points of --metric on --val; layers return to FP until it holds")
     c.add_argument("--val", default=None, help="validation .npz with 'x' and 'y' for --max-drop, or labelled captures")

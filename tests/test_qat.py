@@ -121,3 +121,14 @@ def test_with_a_budget_qat_is_tried_after_fp_fallback_and_the_fewer_fp_layers_wi
     assert record["qat"]["met"] and record["met"] and record["method"] == "quantization-aware training"
     assert bundle.artifact("onnxruntime-cpu", "int8")["options"]["int8_from"] == "qat"
     assert bundle.manifest["qat"]["int8_from"] == {"onnxruntime-cpu": "qat"}
+
+
+def test_cli_qat_flag_sets_the_recipe(tmp_path):
+    from edgeship._cli_args import _recipe
+    from edgeship.cli import build_parser
+
+    toml = tmp_path / "r.toml"
+    toml.write_text("max_drop = 1.0\n[qat]\nlr = 0.0005\n")
+    args = build_parser().parse_args(["compress", "m.onnx", "--shape", "?,1,8,8", "-o", str(tmp_path / "o"),
+                                      "--recipe", str(toml), "--qat", "7"])
+    assert _recipe(args).qat == QAT(epochs=7, lr=5e-4) and _recipe(args).max_drop == 1.0
