@@ -289,17 +289,18 @@ def fake_quantize_to_qdq(src: Path, dst: Path) -> int:
         zero = np.round(zero).astype(np.uint8)
         base = f"{node.name or node.output[0]}_qdq"
         per_channel = scale.size > 1
+        wide = [i for i, d in enumerate(scale.shape) if d > 1]  # (C,1,1,1) weights: axis 0; (1,C,1,1) activations: 1
+        if len(wide) > 1:
+            raise CompileError(f"QAT graph: FakeQuantize {node.name!r} has ranges of shape {scale.shape}; Q/DQ takes "
+                               "one per tensor or one per channel of one axis")
         scale_t = scale.astype(np.float32).reshape(-1) if per_channel else np.float32(scale.reshape(-1)[0])
         zero_t = zero.reshape(-1) if per_channel else np.uint8(zero.reshape(-1)[0])
-        axis = [helper.make_attribute("axis", 0)] if per_channel else []
+        axis = [helper.make_attribute("axis", wide[0])] if per_channel else []
         added += [numpy_helper.from_array(np.asarray(scale_t, np.float32), f"{base}_scale"),
                   numpy_helper.from_array(np.asarray(zero_t, np.uint8), f"{base}_zero")]
         if x in consts:  # weights: stored as uint8, dequantized once
-            w = consts[x].astype(np.float64)
-            shape = (-1,) + (1,) * (w.ndim - 1)
-            s, z = scale.reshape(shape) if per_channel else scale.reshape(()), zero.reshape(shape) if per_channel \
-                else zero.reshape(())
-            q = np.clip(np.round(w / s) + z.astype(np.float64), 0, levels - 1).astype(np.uint8)
+            w = consts[x].astype(np.float64)  # the ranges broadcast against it, as FakeQuantize's do
+            q = np.clip(np.round(w / scale) + zero.astype(np.float64), 0, levels - 1).astype(np.uint8)
             added.append(numpy_helper.from_array(q, f"{base}_q"))
             dq = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero"], list(node.output),
                                   name=f"{base}_dq")

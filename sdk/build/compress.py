@@ -276,7 +276,7 @@ class _QATGraph:
                                                           saturating_fleet=self.fleet.saturating,
                                                           show_progress=self.show_progress)
             names = [o.name for o in onnx.load(str(self.tmp / SOURCE_ONNX), load_external_data=False).graph.output]
-            export_qat_graph(trained, self.spec, self.tmp / QAT_ONNX, names)
+            export_qat_graph(trained, self.spec, self.tmp / QAT_ONNX, names, data)
             self.source_files[QAT_ONNX] = sha256_file(self.tmp / QAT_ONNX)
             self.info["graph"] = QAT_ONNX
         return self.tmp / QAT_ONNX
